@@ -1,0 +1,196 @@
+"""``sgl-specreason``: run SpecReason (or a baseline) on two SGLang runtimes.
+
+    sgl-specreason demo                      # two local CPU runtimes, a few GSM8K problems
+    sgl-specreason solve "What is 17 * 23?"  # one question
+    sgl-specreason run --data-path problems.jsonl --base-url http://gpu1:30000 --draft-url ...
+    sgl-specreason models                    # the offline models, prepared on first use
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import jsonlines
+
+from sgl_specreason import data, models
+from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
+from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
+from sgl_specreason.runner import (
+    MODES,
+    Monitor,
+    RuntimeOptions,
+    open_runtimes,
+    print_summary,
+    run_problems,
+    summary,
+)
+from sgl_specreason.trace import BASE, DRAFT
+
+_CONFIG_HELP = {
+    "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none)",
+    "score_method": "greedy: the judge's digit; average: expected digit over its top-k",
+    "token_budget": "stop after this many kept output tokens",
+    "step_max_tokens": "new tokens per reasoning step at most",
+    "answer_max_tokens": "new tokens for the answer when reasoning stopped without one",
+    "num_drafts": "drafts per step, forked from one cached prefix",
+    "first_n_base_steps": "the base model writes the first N steps",
+    "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
+    "seed": "sampling seed of the local runtimes",
+    "request_timeout": "seconds a runtime request may take",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SpecReason settings")
+    defaults = SpecReasonConfig()
+    for f in dataclasses.fields(SpecReasonConfig):
+        default = getattr(defaults, f.name)
+        kind = {int: int, float: float, str: str}.get(type(default), int)
+        if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
+            kind = float
+        extra = {"choices": SCORE_METHODS} if f.name == "score_method" else {}
+        group.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                           help=f"{_CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} (default {default})",
+                           **extra)
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtimes (give URLs, or models to serve locally)")
+    d = RuntimeOptions()
+    for role in (DRAFT, BASE):
+        group.add_argument(f"--{role}-url", help=f"URL of a running SGLang server for the {role} model")
+        group.add_argument(f"--{role}-model", default=getattr(d, f"{role}_model"),
+                           help=f"offline model name ({', '.join(models.MODELS)}) or a local Hugging "
+                                f"Face folder (default {getattr(d, f'{role}_model')})")
+        group.add_argument(f"--{role}-dtype", default=getattr(d, f"{role}_dtype"),
+                           help=f"dtype of the local {role} server (default {getattr(d, f'{role}_dtype')})")
+        group.add_argument(f"--{role}-template", help="prompt template, if not told by the model name")
+        group.add_argument(f"--{role}-port", type=int, help="port of the local server (default: a free one)")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    group.add_argument("--threads", type=int, help="OMP threads per local CPU server "
+                                                   "(default: 2 sequential, 1 with --parallel > 1)")
+    group.add_argument("--max-total-tokens", type=int, default=d.max_total_tokens,
+                       help="KV pool size of each local server, in tokens")
+    group.add_argument("--log-dir", type=Path, default=d.log_dir, help="server logs go here")
+    group.add_argument("--api-key", help="API key of the given servers")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, result_file: str) -> None:
+    parser.add_argument("--mode", choices=MODES, default="specreason",
+                        help="specreason, or a baseline: base (base model alone), draft (draft alone)")
+    parser.add_argument("--parallel", type=int, default=1, help="problems solved at once (run_batch threads)")
+    parser.add_argument("--result-file", type=Path, default=Path(result_file), help="JSONL results")
+    parser.add_argument("--quiet", action="store_true", help="no line per step")
+    _add_config_flags(parser)
+    _add_runtime_flags(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sgl-specreason", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="SpecReason on a few GSM8K problems (local CPU runtimes by default)")
+    demo.add_argument("--num-questions", type=int, default=3)
+    demo.add_argument("--offset", type=int, default=0, help="first GSM8K test problem")
+    _add_run_flags(demo, "results/demo.jsonl")
+    solve = sub.add_parser("solve", help="solve one question")
+    solve.add_argument("question")
+    _add_run_flags(solve, "results/solve.jsonl")
+    run = sub.add_parser("run", help="solve the problems of a JSONL file (question, answer, id, choices)")
+    run.add_argument("--data-path", type=Path, required=True)
+    run.add_argument("--num-questions", type=int, help="only the first N problems")
+    _add_run_flags(run, "results/run.jsonl")
+    mdl = sub.add_parser("models", help="list the offline models; --prepare NAME installs and converts one")
+    mdl.add_argument("--prepare", action="append", default=[], metavar="NAME")
+    return parser
+
+
+def config_from_args(args) -> SpecReasonConfig:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SpecReasonConfig)
+             if getattr(args, f.name, None) is not None}
+    return SpecReasonConfig(**given)
+
+
+def runtime_options(args) -> RuntimeOptions:
+    threads = args.threads or (2 if args.parallel == 1 else 1)
+    return RuntimeOptions(
+        draft_url=args.draft_url, base_url=args.base_url, draft_model=args.draft_model,
+        base_model=args.base_model, draft_template=args.draft_template,
+        base_template=args.base_template, draft_dtype=args.draft_dtype, base_dtype=args.base_dtype,
+        device=args.device, threads=threads, max_total_tokens=args.max_total_tokens,
+        draft_port=args.draft_port, base_port=args.base_port, log_dir=args.log_dir,
+        api_key=args.api_key,
+    )
+
+
+def _problems(args) -> tuple[ProblemSet, str]:
+    if args.command == "demo":
+        return ProblemSet(data.gsm8k(args.num_questions, args.offset)), "gsm8k"
+    if args.command == "solve":
+        return ProblemSet([make_problem(args.question, id="question")]), "question"
+    problems = read_jsonl(args.data_path)
+    if args.num_questions is not None:
+        problems.problems = problems.problems[: args.num_questions]
+    return problems, args.data_path.stem
+
+
+def _run(args) -> int:
+    cfg = config_from_args(args)
+    if args.parallel < 1:
+        raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
+    problems, task = _problems(args)
+    for bad in problems.bad:
+        print(f"skipping bad input: {bad.error}", file=sys.stderr)
+    roles = (DRAFT, BASE) if args.mode == "specreason" else (args.mode,)
+    args.result_file.parent.mkdir(parents=True, exist_ok=True)
+    with open_runtimes(runtime_options(args), cfg, roles) as runtimes, \
+            jsonlines.open(args.result_file, mode="a") as writer:
+        for role in runtimes.values():
+            print(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
+                  f"(template {role.template.name})")
+        monitor = Monitor(writer, show_steps=not args.quiet)
+        started = time.perf_counter()
+        results = run_problems(problems.problems, cfg, runtimes, args.mode, monitor, args.parallel)
+        line = summary(results, args.mode, task, time.perf_counter() - started, problems.bad)
+        line["other"]["config"] = cfg.to_dict()
+        writer.write({"summary": line})
+    print(f"\nSummary ({args.result_file}):")
+    print_summary(line)
+    return 1 if line["other"]["errors"] else 0
+
+
+def _models(args) -> int:
+    for name in args.prepare:
+        print(f"{name}: {models.prepare(name, log=print)}")
+    for model in models.MODELS.values():
+        folder = models.cache_dir() / "models" / model.name / "hf"
+        state = "ready" if (folder / "config.json").exists() else "prepared on first use"
+        print(f"{model.describe()} - {state}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so local servers are stopped on either.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.command == "models":
+            return _models(args)
+        return _run(args)
+    except SpecReasonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; local runtimes stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

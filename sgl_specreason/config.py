@@ -1,0 +1,96 @@
+"""One validated configuration object for SpecReason and its baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from sgl_specreason.errors import ConfigError
+
+SCORE_METHODS = ("greedy", "average")
+
+
+def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        integer and not isinstance(value, int)
+    ):
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    low_ok = value > lo if lo_open else value >= lo
+    if not low_ok or value > hi:
+        left = "(" if lo_open else "["
+        raise ConfigError(f"{name} must be in {left}{lo}, {hi}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class SpecReasonConfig:
+    """Everything a user can set. Bad values fail here, naming the field and its range.
+
+    >>> SpecReasonConfig(threshold=9, score_method="average").threshold
+    9
+    """
+
+    #: accept a drafted step when its judge score is >= threshold (0 accepts every step,
+    #: 10 accepts none: the base model then writes every step).
+    threshold: float = 7.0
+    #: "greedy": the judge's sampled digit; "average": expected digit under the top-k digits.
+    score_method: str = "greedy"
+    #: stop once the kept steps' output tokens reach this many.
+    token_budget: int = 8192
+    #: at most this many new tokens per reasoning step (draft or base).
+    step_max_tokens: int = 512
+    #: new tokens for the closing answer when reasoning stopped without one.
+    answer_max_tokens: int = 256
+    draft_temperature: float = 0.6
+    base_temperature: float = 0.6
+    top_p: float = 0.95
+    #: drafts per step, forked from one radix-cached prefix; the best scoring one is judged.
+    num_drafts: int = 1
+    #: the base model writes the first N steps itself (no draft, no judge).
+    first_n_base_steps: int = 0
+    #: top log-probabilities the judge asks for (the paper uses 10).
+    judge_top_logprobs: int = 10
+    #: seed for the local runtimes' sampling (--random-seed); None leaves it unset.
+    seed: Optional[int] = None
+    #: seconds one runtime request may take before it is abandoned with an error.
+    request_timeout: float = 600.0
+
+    def __post_init__(self):
+        _check_number("threshold", self.threshold, 0, 10)
+        if self.score_method not in SCORE_METHODS:
+            raise ConfigError(
+                f"score_method must be one of {', '.join(SCORE_METHODS)}, got {self.score_method!r}"
+            )
+        _check_number("token_budget", self.token_budget, 1, 1_048_576, integer=True)
+        _check_number("step_max_tokens", self.step_max_tokens, 1, 65_536, integer=True)
+        _check_number("answer_max_tokens", self.answer_max_tokens, 1, 65_536, integer=True)
+        _check_number("draft_temperature", self.draft_temperature, 0, 2)
+        _check_number("base_temperature", self.base_temperature, 0, 2)
+        _check_number("top_p", self.top_p, 0, 1, lo_open=True)
+        _check_number("num_drafts", self.num_drafts, 1, 16, integer=True)
+        _check_number("first_n_base_steps", self.first_n_base_steps, 0, 1_000_000, integer=True)
+        _check_number("judge_top_logprobs", self.judge_top_logprobs, 1, 20, integer=True)
+        if self.seed is not None:
+            _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        _check_number("request_timeout", self.request_timeout, 0, 86_400, lo_open=True)
+
+    def temperature(self, role: str) -> float:
+        """Sampling temperature of the draft or base model."""
+        return self.draft_temperature if role == "draft" else self.base_temperature
+
+    def replace(self, **changes) -> "SpecReasonConfig":
+        """A copy with some fields changed (validated again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,98 @@
+"""Problems: what a run solves, checked before any runtime sees them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+from sgl_specreason.errors import InputError
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    answer: Optional[str] = None  # reference answer, when known
+    choices: Optional[Tuple[str, ...]] = None  # multiple choice options, shown as (A), (B), ...
+
+
+def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, choices=None) -> Problem:
+    """A checked problem; a clear ``InputError`` for an empty, non-text or non-UTF-8 question.
+
+    >>> make_problem("  What is 2+2? ").question
+    'What is 2+2?'
+    """
+    if isinstance(question, (bytes, bytearray)):
+        try:
+            question = bytes(question).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"problem {id}: the question is not valid UTF-8 (bad byte at offset {e.start})"
+            ) from None
+    if not isinstance(question, str):
+        raise InputError(f"problem {id}: the question must be text, got {type(question).__name__}")
+    if "\x00" in question:
+        raise InputError(f"problem {id}: the question contains a NUL character")
+    if not question.strip():
+        raise InputError(f"problem {id}: the question is empty")
+    if choices is not None:
+        if not isinstance(choices, (list, tuple)) or len(choices) < 2 or not all(
+            isinstance(c, str) and c.strip() for c in choices
+        ):
+            raise InputError(f"problem {id}: choices must be a list of at least two non-empty strings")
+        choices = tuple(c.strip() for c in choices)
+    return Problem(id=str(id), question=question.strip(),
+                   answer=None if answer is None else str(answer), choices=choices)
+
+
+@dataclass
+class BadInput:
+    """A problem that could not be read; it is reported, never silently dropped."""
+
+    id: str
+    error: str
+
+
+@dataclass
+class ProblemSet:
+    problems: List[Problem] = field(default_factory=list)
+    bad: List[BadInput] = field(default_factory=list)
+
+
+def read_jsonl(path: Union[str, Path]) -> ProblemSet:
+    """Problems from a JSONL file with ``question`` (and optional ``id``, ``answer``, ``choices``).
+
+    A bad line is kept as a ``BadInput`` naming the file and line; the other lines are still read.
+    """
+    path = Path(path)
+    out = ProblemSet()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read problems file {path}: {e.strerror}") from None
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.bad.append(BadInput(where, f"{where}: line is not valid UTF-8"))
+            continue
+        except ValueError as e:
+            out.bad.append(BadInput(where, f"{where}: not JSON ({e.msg})"))
+            continue
+        if not isinstance(record, dict) or "question" not in record:
+            out.bad.append(BadInput(where, f"{where}: no 'question' field"))
+            continue
+        pid = str(record.get("id", record.get("idx", lineno)))
+        try:
+            out.problems.append(
+                make_problem(record["question"], id=pid, answer=record.get("answer"),
+                             choices=record.get("choices"))
+            )
+        except InputError as e:
+            out.bad.append(BadInput(pid, f"{where}: {e}"))
+    return out

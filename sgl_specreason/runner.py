@@ -1,0 +1,217 @@
+"""Running programs over many problems: runtimes, concurrency, streaming results, the summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, TextIO
+
+import jsonlines
+from sglang.lang.global_config import global_config
+
+from sgl_specreason import models
+from sgl_specreason.backend import Endpoint
+from sgl_specreason.calls import Role
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.problems import BadInput, Problem
+from sgl_specreason.runtime import LocalServer, ServerSpec, free_port
+from sgl_specreason.templates import template_for_model
+from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
+
+# run_batch would otherwise "trace" a program to pre-cache its prefix, which executes the
+# program's calls to the other runtime. Our prompts are rendered per runtime and cached anyway.
+global_config.enable_precache_with_tracing = False
+
+MODES = ("specreason", "base", "draft")
+
+
+@dataclass
+class RuntimeOptions:
+    """Where the two runtimes are: URLs to connect to, or models to serve locally."""
+
+    draft_url: Optional[str] = None
+    base_url: Optional[str] = None
+    draft_model: str = "qwen2.5-coder-0.5b"
+    base_model: str = "qwen2.5-coder-1.5b"
+    draft_template: Optional[str] = None
+    base_template: Optional[str] = None
+    # CPU measurements (DESIGN §3): bf16 decodes faster (draft), fp32 prefills far faster (judge).
+    draft_dtype: str = "bfloat16"
+    base_dtype: str = "float32"
+    device: str = "auto"
+    threads: Optional[int] = None
+    max_total_tokens: int = 16384
+    draft_port: Optional[int] = None
+    base_port: Optional[int] = None
+    log_dir: Path = Path("logs")
+    api_key: Optional[str] = None
+
+
+@contextmanager
+def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[str] = (DRAFT, BASE),
+                  log: Callable[[str], None] = print) -> Iterator[dict]:
+    """Connect to the given URLs or start local servers; yields {role name: Role}. Local servers
+    are stopped on exit, Ctrl-C included."""
+    with ExitStack() as stack:
+        out = {}
+        servers = {}
+        for role in roles:
+            url = getattr(opts, f"{role}_url")
+            if url:
+                continue
+            path = models.resolve(getattr(opts, f"{role}_model"), log=log)
+            spec = ServerSpec(
+                model_path=path, port=getattr(opts, f"{role}_port") or free_port(), role=role,
+                device=opts.device, dtype=getattr(opts, f"{role}_dtype"),
+                max_total_tokens=opts.max_total_tokens, threads=opts.threads, seed=cfg.seed,
+                log_dir=opts.log_dir,
+            )
+            server = stack.enter_context(_Starting(LocalServer(spec)))
+            servers[role] = server
+            log(f"starting the {role} runtime: {Path(path).name} ({spec.dtype}, "
+                f"{spec.resolved_device}) on {server.url}, log {server.log_path}")
+        for role, server in servers.items():
+            started = time.perf_counter()
+            server.wait_ready()
+            log(f"{role} runtime ready at {server.url} ({time.perf_counter() - started:.0f} s)")
+        for role in roles:
+            url = getattr(opts, f"{role}_url") or servers[role].url
+            backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key)
+            template = template_for_model(backend.model_path, getattr(opts, f"{role}_template"))
+            out[role] = Role(role, backend, template)
+        yield out
+
+
+class _Starting:
+    """Start on enter (without waiting, so two servers load at once), stop on exit."""
+
+    def __init__(self, server: LocalServer):
+        self.server = server
+
+    def __enter__(self) -> LocalServer:
+        self.server.start()
+        return self.server
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()
+
+
+class Monitor:
+    """Receives each step and each finished problem from the programs (any thread): prints
+    progress and appends every result to the results file as soon as it is done."""
+
+    def __init__(self, writer: Optional[jsonlines.Writer] = None, stream: Optional[TextIO] = sys.stdout,
+                 show_steps: bool = True):
+        self.writer = writer
+        self.stream = stream
+        self.show_steps = show_steps
+        self.lock = threading.Lock()
+        self.results: List[ProblemResult] = []
+
+    def _print(self, text: str) -> None:
+        if self.stream is not None:
+            print(text, file=self.stream, flush=True)
+
+    def on_step(self, problem: Problem, step: Step) -> None:
+        if not self.show_steps:
+            return
+        if step.score is None:
+            verdict = f"{step.source} writes"
+        else:
+            verdict = f"score {step.score:.2f} " + ("accepted" if step.source == DRAFT else "-> base rewrites")
+        text = " ".join(step.text.split())
+        with self.lock:
+            self._print(f"[{problem.id} step {step.index}] {verdict:<26} {step.kept_tokens:>4} tok "
+                        f"{step.wall_s:6.2f} s | {text[:90]}")
+
+    def on_result(self, result: ProblemResult) -> None:
+        with self.lock:
+            self.results.append(result)
+            if self.writer is not None:
+                self.writer.write(result.to_dict())
+                self.writer._fp.flush()
+            mark = {True: "correct", False: "wrong", None: "-"}[result.correct]
+            status = f"error: {result.error}" if result.error else f"answer {result.answer!r} ({mark})"
+            self._print(f"[{result.id}] {result.mode} done in {result.wall_s:.1f} s, "
+                        f"{len(result.steps)} steps, stop {result.stop_reason}: {status}")
+
+
+def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,
+                 monitor: Monitor, parallel: int = 1) -> List[ProblemResult]:
+    """Solve ``problems`` in ``mode`` with ``run_batch``; results in input order."""
+    from programs import reason, specreason
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if not problems:
+        return []
+    if mode == "specreason":
+        program, backend = specreason, roles[BASE].backend
+        arguments = [dict(problem=p, cfg=cfg, draft=roles[DRAFT], base=roles[BASE], monitor=monitor)
+                     for p in problems]
+    else:
+        program, backend = reason, roles[mode].backend
+        arguments = [dict(problem=p, cfg=cfg, role=roles[mode], monitor=monitor) for p in problems]
+    states = program.run_batch(arguments, backend=backend, num_threads=parallel)
+    return [state.ret_value for state in states]
+
+
+def summary(results: Sequence[ProblemResult], mode: str, task: str, latency: float,
+            bad: Sequence[BadInput] = ()) -> dict:
+    """One line in SGLang's benchmark style."""
+    totals = Totals()
+    for result in results:
+        totals.merge(result.totals())
+    graded = [r for r in results if r.correct is not None]
+    errors = [r for r in results if r.error]
+    return {
+        "task": task,
+        "backend": mode,
+        "latency": round(latency, 3),
+        "accuracy": (sum(r.correct for r in graded) / len(graded)) if graded else None,
+        "num_requests": len(results),
+        "other": {
+            "errors": len(errors) + len(bad),
+            "bad_inputs": [b.error for b in bad],
+            "acceptance_rate": totals.acceptance_rate,
+            "steps": totals.steps,
+            "judge_calls": totals.judge_calls,
+            "draft_tokens": totals.draft_tokens,
+            "base_tokens": totals.base_tokens,
+            "kept_draft_tokens": totals.kept_draft_tokens,
+            "kept_base_tokens": totals.kept_base_tokens,
+            "cache_hit_ratio": {role: totals.cache_hit_ratio(role) for role in (DRAFT, BASE)},
+            "server_s": totals.server_s,
+            "wall_s_per_problem": (sum(r.wall_s for r in results) / len(results)) if results else None,
+        },
+    }
+
+
+def print_summary(line: dict, stream: TextIO = sys.stdout) -> None:
+    o = line["other"]
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    acc = line["accuracy"]
+    rows = [
+        ("mode", line["backend"]),
+        ("problems", f"{line['num_requests']} ({o['errors']} with errors)"),
+        ("accuracy", "-" if acc is None else f"{100 * acc:.1f}%"),
+        ("wall time", f"{line['latency']:.1f} s"),
+        ("acceptance", f"{pct(o['acceptance_rate'])} of {o['steps']} steps "
+                       f"({o['judge_calls']} judge calls)"),
+        ("tokens", f"draft {o['draft_tokens']} written / {o['kept_draft_tokens']} kept, "
+                   f"base {o['base_tokens']} written / {o['kept_base_tokens']} kept"),
+        ("cache hits", f"draft {pct(o['cache_hit_ratio'][DRAFT])}, base {pct(o['cache_hit_ratio'][BASE])}"),
+        ("server time", f"draft {o['server_s'][DRAFT]:.1f} s, base {o['server_s'][BASE]:.1f} s"),
+    ]
+    for key, value in rows:
+        print(f"  {key:<12} {value}", file=stream)
+    for bad in o["bad_inputs"]:
+        print(f"  bad input    {bad}", file=stream)

@@ -1,0 +1,217 @@
+"""Local SGLang servers as child processes: start, wait for health, keep the log, stop cleanly.
+
+On a machine without a GPU the server runs SGLang's CPU engine (``SGLANG_USE_CPU_ENGINE=1``)
+with the stand-in for the CUDA-only ``sgl_kernel`` package first on its PYTHONPATH
+(``sgl_specreason/cpu_shim``). Every server gets a bounded KV pool (``--max-total-tokens``) and,
+on CPU, ``--sleep-on-idle`` so that an idle server does not spin a core.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from sgl_specreason.errors import RuntimeStartError
+
+CPU_SHIM_DIR = Path(__file__).resolve().parent / "cpu_shim"
+
+_live: "set[LocalServer]" = set()
+_live_lock = threading.Lock()
+
+
+def gpu_available() -> bool:
+    """A CUDA device is visible (checked without importing torch)."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
+
+
+@dataclass
+class ServerSpec:
+    """How to launch one SGLang server."""
+
+    model_path: str
+    port: int
+    role: str = "runtime"
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    dtype: str = "auto"
+    max_total_tokens: int = 16384
+    threads: Optional[int] = None  # OMP_NUM_THREADS for a CPU server
+    host: str = "127.0.0.1"
+    seed: Optional[int] = None
+    context_length: Optional[int] = None
+    extra_args: List[str] = field(default_factory=list)
+    log_dir: Path = Path("logs")
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device == "auto":
+            return "cuda" if gpu_available() else "cpu"
+        return self.device
+
+    def command(self) -> List[str]:
+        cmd = [
+            sys.executable, "-m", "sglang.launch_server",
+            "--model-path", str(self.model_path),
+            "--host", self.host, "--port", str(self.port),
+            "--max-total-tokens", str(self.max_total_tokens),
+            "--dtype", self.dtype,
+        ]
+        if self.resolved_device == "cpu":
+            cmd += ["--device", "cpu", "--sleep-on-idle"]
+        if self.seed is not None:
+            cmd += ["--random-seed", str(self.seed)]
+        if self.context_length:
+            cmd += ["--context-length", str(self.context_length)]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict:
+        env = dict(os.environ)
+        if self.resolved_device == "cpu":
+            env["SGLANG_USE_CPU_ENGINE"] = "1"
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(CPU_SHIM_DIR), env.get("PYTHONPATH", "")) if p
+            )
+            if self.threads:
+                env["OMP_NUM_THREADS"] = str(self.threads)
+        return env
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class LocalServer:
+    """One SGLang server child process.
+
+    >>> with LocalServer(ServerSpec("/models/smollm2", 30001, role="draft")) as server:  # doctest: +SKIP
+    ...     print(server.url)
+    """
+
+    def __init__(self, spec: ServerSpec):
+        self.spec = spec
+        self.process: Optional[subprocess.Popen] = None
+        self.log_path = Path(spec.log_dir) / f"{spec.role}-{spec.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.spec.host}:{self.spec.port}"
+
+    def __enter__(self) -> "LocalServer":
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        spec = self.spec
+        if not Path(spec.model_path).is_dir():
+            raise RuntimeStartError(
+                f"{spec.role} model folder {spec.model_path} does not exist (expected a Hugging "
+                "Face model folder with config.json)"
+            )
+        if not port_is_free(spec.port, spec.host):
+            raise RuntimeStartError(
+                f"port {spec.port} on {spec.host} is already in use; pick another port for the "
+                f"{spec.role} runtime, or pass its URL to use the server already there"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        # A session of its own: Ctrl-C in the terminal reaches us, and we stop the whole tree.
+        self.process = subprocess.Popen(
+            spec.command(), env=spec.environment(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log.close()
+        with _live_lock:
+            _live.add(self)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        """Block until ``/health`` answers 200; fail with the log's tail if the server dies."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeStartError(
+                    f"the {self.spec.role} SGLang server exited with code {code} while starting "
+                    f"(model {self.spec.model_path}). Last lines of {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            except Exception:
+                pass
+            time.sleep(1.0)
+        raise RuntimeStartError(
+            f"the {self.spec.role} SGLang server did not become healthy within {timeout:g} s. "
+            f"Last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the server's process group, SIGKILL what is left after ``grace`` seconds."""
+        proc = self.process
+        if proc is None:
+            return
+        with _live_lock:
+            _live.discard(self)
+        if proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+                try:
+                    os.killpg(proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        # Children (scheduler, detokenizer) share the group; make sure none outlives the parent.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process = None
+
+
+def stop_all() -> None:
+    with _live_lock:
+        servers = list(_live)
+    for server in servers:
+        server.stop()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,149 @@
+"""What a run records: every runtime call, every step, every problem, and their totals."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+DRAFT = "draft"
+BASE = "base"
+
+
+@dataclass
+class Call:
+    """One request to a runtime, from its ``meta_info``."""
+
+    role: str  # which runtime: "draft" or "base"
+    kind: str  # "draft", "judge", "step" (base writes a step), "answer"
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    latency_s: float  # server-side end-to-end latency
+    finish_reason: str = ""
+
+    @classmethod
+    def from_meta(cls, role: str, kind: str, meta: dict) -> "Call":
+        finish = meta.get("finish_reason") or {}
+        if isinstance(finish, dict):
+            finish = finish.get("type", "")
+        return cls(
+            role=role,
+            kind=kind,
+            prompt_tokens=int(meta.get("prompt_tokens") or 0),
+            cached_tokens=int(meta.get("cached_tokens") or 0),
+            completion_tokens=int(meta.get("completion_tokens") or 0),
+            latency_s=float(meta.get("e2e_latency") or 0.0),
+            finish_reason=str(finish or ""),
+        )
+
+
+@dataclass
+class Step:
+    index: int
+    source: str  # who wrote the kept text: "draft" or "base"
+    text: str  # the kept text
+    kept_tokens: int
+    draft_text: Optional[str] = None
+    draft_tokens: Optional[int] = None
+    score: Optional[float] = None
+    #: judge's digit distribution (digit -> probability)
+    score_digits: Dict[int, float] = field(default_factory=dict)
+    #: every draft's score when several were forked
+    draft_scores: List[float] = field(default_factory=list)
+    base_text: Optional[str] = None
+    base_tokens: Optional[int] = None
+    wall_s: float = 0.0
+    calls: List[Call] = field(default_factory=list)
+
+
+@dataclass
+class Totals:
+    steps: int = 0
+    judged_steps: int = 0
+    accepted_steps: int = 0
+    judge_calls: int = 0
+    draft_tokens: int = 0  # all tokens the draft model produced, kept or not
+    base_tokens: int = 0  # tokens the base model produced (steps and answer)
+    kept_draft_tokens: int = 0
+    kept_base_tokens: int = 0
+    prompt_tokens: Dict[str, int] = field(default_factory=lambda: {DRAFT: 0, BASE: 0})
+    cached_tokens: Dict[str, int] = field(default_factory=lambda: {DRAFT: 0, BASE: 0})
+    server_s: Dict[str, float] = field(default_factory=lambda: {DRAFT: 0.0, BASE: 0.0})
+
+    @property
+    def acceptance_rate(self) -> Optional[float]:
+        return self.accepted_steps / self.judged_steps if self.judged_steps else None
+
+    def cache_hit_ratio(self, role: str) -> Optional[float]:
+        prompt = self.prompt_tokens.get(role, 0)
+        return self.cached_tokens.get(role, 0) / prompt if prompt else None
+
+    def add_call(self, call: Call) -> None:
+        self.prompt_tokens[call.role] = self.prompt_tokens.get(call.role, 0) + call.prompt_tokens
+        self.cached_tokens[call.role] = self.cached_tokens.get(call.role, 0) + call.cached_tokens
+        self.server_s[call.role] = self.server_s.get(call.role, 0.0) + call.latency_s
+        if call.kind == "judge":
+            self.judge_calls += 1
+        elif call.role == DRAFT:
+            self.draft_tokens += call.completion_tokens
+        else:
+            self.base_tokens += call.completion_tokens
+
+    def add_step(self, step: Step) -> None:
+        self.steps += 1
+        if step.score is not None:
+            self.judged_steps += 1
+            self.accepted_steps += step.source == DRAFT
+        if step.source == DRAFT:
+            self.kept_draft_tokens += step.kept_tokens
+        else:
+            self.kept_base_tokens += step.kept_tokens
+        for call in step.calls:
+            self.add_call(call)
+
+    def merge(self, other: "Totals") -> None:
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+            else:
+                setattr(self, f.name, mine + theirs)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["acceptance_rate"] = self.acceptance_rate
+        out["cache_hit_ratio"] = {role: self.cache_hit_ratio(role) for role in (DRAFT, BASE)}
+        return out
+
+
+@dataclass
+class ProblemResult:
+    """One line of the results file."""
+
+    id: str
+    question: str
+    mode: str  # "specreason", "base", "draft"
+    text: str = ""  # the whole reasoning and answer the models wrote
+    answer: Optional[str] = None  # extracted final answer
+    reference: Optional[str] = None
+    correct: Optional[bool] = None
+    stop_reason: Optional[str] = None
+    wall_s: float = 0.0
+    steps: List[Step] = field(default_factory=list)
+    answer_call: Optional[Call] = None
+    error: Optional[str] = None
+
+    def totals(self) -> Totals:
+        totals = Totals()
+        for step in self.steps:
+            totals.add_step(step)
+        if self.answer_call is not None:
+            totals.add_call(self.answer_call)
+        return totals
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["totals"] = self.totals().to_dict()
+        return out

@@ -1,0 +1,186 @@
+"""SpecReason and its baselines against two real SGLang CPU servers (SmolLM2-135M each)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from programs import reason, specreason
+from sgl_specreason.backend import Endpoint
+from sgl_specreason.calls import Role
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.problems import make_problem
+from sgl_specreason.runner import Monitor, run_problems
+from sgl_specreason.runtime import LocalServer
+from sgl_specreason.templates import template_for_model
+from sgl_specreason.trace import BASE, DRAFT
+
+pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
+
+QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have now?"
+SMALL = dict(token_budget=40, step_max_tokens=16, answer_max_tokens=8, seed=0)
+
+
+def solve(roles, **changes):
+    cfg = SpecReasonConfig(**{**SMALL, **changes})
+    state = specreason.run(problem=make_problem(QUESTION, id="apples", answer="5"), cfg=cfg,
+                           draft=roles[DRAFT], base=roles[BASE], backend=roles[BASE].backend)
+    assert state.error() is None
+    result = state.ret_value
+    assert result.error is None, result.error
+    assert result.steps and result.stop_reason in ("finished", "repeated", "budget")
+    return result
+
+
+def test_threshold_zero_keeps_every_draft(roles):
+    result = solve(roles, threshold=0)
+    for step in result.steps:
+        assert step.source == DRAFT
+        assert step.score is not None and 0 <= step.score <= 9
+        assert step.base_text is None and step.base_tokens is None
+        assert step.text == step.draft_text.replace("</think>", "") or step.text == step.draft_text
+        assert step.kept_tokens == step.draft_tokens
+        assert [c.kind for c in step.calls] == ["draft", "judge"]
+        assert [c.role for c in step.calls] == [DRAFT, BASE]
+        judge = step.calls[1]
+        assert judge.completion_tokens == 1
+    totals = result.totals()
+    assert totals.acceptance_rate == 1.0
+    assert totals.kept_base_tokens == 0
+    assert totals.judge_calls == len(result.steps)
+    assert result.text.startswith(result.steps[0].text)
+
+
+def test_threshold_ten_makes_the_base_write_every_step(roles):
+    result = solve(roles, threshold=10)
+    for step in result.steps:
+        assert step.source == BASE
+        assert step.score is not None and step.score < 10
+        assert step.draft_text is not None and step.base_text is not None
+        assert step.kept_tokens == step.base_tokens
+        assert [c.kind for c in step.calls] == ["draft", "judge", "step"]
+        assert [c.role for c in step.calls] == [DRAFT, BASE, BASE]
+    totals = result.totals()
+    assert totals.acceptance_rate == 0.0
+    assert totals.kept_draft_tokens == 0 and totals.kept_base_tokens > 0
+
+
+def test_judge_prefix_is_served_from_the_radix_cache(roles):
+    result = solve(roles, threshold=0, token_budget=64, step_max_tokens=12)
+    judged = [(step, next(c for c in step.calls if c.kind == "judge")) for step in result.steps]
+    assert len(judged) >= 3, "need a few steps to see the cache grow"
+    cached = [call.cached_tokens for _, call in judged]
+    assert all(later > earlier for earlier, later in zip(cached, cached[1:])), cached
+    # Only the new step and the judge's fixed question after it are prefilled; the problem and
+    # every earlier step come from the cache (a token or two may differ at the step boundary).
+    fresh = [call.prompt_tokens - call.cached_tokens - step.kept_tokens for step, call in judged[1:]]
+    assert max(fresh) - min(fresh) <= 4, fresh
+    assert max(fresh) < 100, fresh
+
+
+def test_first_steps_from_the_base_are_not_judged(roles):
+    result = solve(roles, threshold=0, first_n_base_steps=2, token_budget=60)
+    first = result.steps[:2]
+    assert [s.source for s in first] == [BASE, BASE]
+    assert all(s.score is None and s.draft_text is None for s in first)
+    if len(result.steps) > 2:
+        assert result.steps[2].source == DRAFT and result.steps[2].score is not None
+
+
+def test_several_drafts_are_forked_and_judged_together(roles):
+    result = solve(roles, threshold=0, num_drafts=2, token_budget=24)
+    step = result.steps[0]
+    assert len(step.draft_scores) == 2
+    assert [c.kind for c in step.calls] == ["draft", "draft", "judge", "judge"]
+    assert step.score == max(step.draft_scores)
+
+
+@pytest.mark.parametrize("role", [BASE, DRAFT])
+def test_single_model_baselines(roles, role):
+    cfg = SpecReasonConfig(**SMALL)
+    state = reason.run(problem=make_problem(QUESTION, id="b"), cfg=cfg, role=roles[role],
+                       backend=roles[role].backend)
+    result = state.ret_value
+    assert result.error is None and result.mode == role
+    assert all(s.source == role and s.score is None for s in result.steps)
+    assert {c.role for s in result.steps for c in s.calls} == {role}
+
+
+def test_a_bad_problem_in_a_batch_does_not_stop_the_others(roles, tmp_path):
+    cfg = SpecReasonConfig(**SMALL)
+    too_long = make_problem("apple " * 9000, id="too-long")  # longer than the 8192-token context
+    problems = [make_problem(QUESTION, id="ok-1"), too_long, make_problem("What is 2 + 2?", id="ok-2")]
+    import jsonlines
+    path = tmp_path / "out.jsonl"
+    with jsonlines.open(path, "w") as writer:
+        monitor = Monitor(writer, stream=None)
+        results = run_problems(problems, cfg, roles, "specreason", monitor, parallel=2)
+    by_id = {r.id: r for r in results}
+    assert by_id["ok-1"].error is None and by_id["ok-2"].error is None
+    assert "PromptTooLongError" in by_id["too-long"].error
+    assert "context" in by_id["too-long"].error
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == ["ok-1", "ok-2", "too-long"]
+
+
+def test_cli_solve_against_given_urls(roles, tmp_path):
+    out = tmp_path / "solve.jsonl"
+    cmd = [sys.executable, "-m", "sgl_specreason.cli", "solve", QUESTION,
+           "--draft-url", roles[DRAFT].backend.base_url, "--base-url", roles[BASE].backend.base_url,
+           "--token-budget", "24", "--step-max-tokens", "12", "--answer-max-tokens", "8",
+           "--threshold", "5", "--result-file", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "[question step 0]" in proc.stdout and "acceptance" in proc.stdout
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["id"] == "question" and lines[0]["steps"]
+    assert lines[-1]["summary"]["backend"] == "specreason"
+    assert lines[-1]["summary"]["num_requests"] == 1
+
+
+def test_cli_rejects_bad_config_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "sgl_specreason.cli", "solve", "q", "--threshold", "12",
+                           "--draft-url", "http://127.0.0.1:9", "--base-url", "http://127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: threshold must be in [0, 10], got 12.0"
+
+
+def test_stalled_runtime_times_out_with_a_clear_error(roles, servers):
+    """SIGSTOP freezes the base server: the judge call must fail by its timeout, not hang."""
+    base = Endpoint(servers[BASE].url, role="base", timeout=3)
+    roles_ = {DRAFT: roles[DRAFT], BASE: Role(BASE, base, roles[BASE].template)}
+    group = os.getpgid(servers[BASE].process.pid)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        state = specreason.run(problem=make_problem(QUESTION, id="stall"),
+                               cfg=SpecReasonConfig(**SMALL), draft=roles_[DRAFT], base=roles_[BASE],
+                               backend=base)
+        result = state.ret_value
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    assert result.error is not None
+    assert "RuntimeTimeoutError" in result.error and "did not answer /generate within 3 s" in result.error
+    assert roles[BASE].backend.health(timeout=60)
+
+
+def test_killed_runtime_gives_a_clear_error(smol_path, roles, tmp_path):
+    from conftest import start_server
+
+    server = start_server(smol_path, "base", tmp_path)
+    try:
+        server.wait_ready(timeout=600)
+        base = Role(BASE, Endpoint(server.url, role="base", timeout=60), roles[BASE].template)
+        os.killpg(os.getpgid(server.process.pid), signal.SIGKILL)
+        server.process.wait(timeout=30)
+        state = specreason.run(problem=make_problem(QUESTION, id="killed"),
+                               cfg=SpecReasonConfig(**SMALL), draft=roles[DRAFT], base=base,
+                               backend=base.backend)
+        result = state.ret_value
+    finally:
+        server.stop()
+    assert "RuntimeUnavailableError" in result.error
+    assert f"base runtime at {server.url}" in result.error
