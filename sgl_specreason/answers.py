@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Optional, Sequence
 
-_ANSWER_LINE = re.compile(r"(?:Answer|ANSWER)\s*:\s*(.+)")
+_ANSWER_MARK = re.compile(r"(?:Answer|ANSWER)\s*:")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -45,8 +45,13 @@ def extract_answer(text: str) -> Optional[str]:
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
-    lines = _ANSWER_LINE.findall(text)
-    return lines[-1].strip().rstrip(".") if lines else None
+    marks = list(_ANSWER_MARK.finditer(text))
+    if not marks:
+        return None
+    # "**Final Answer:**\n- 42." -> "42": skip markdown emphasis, bullets and blank lines.
+    rest = text[marks[-1].end():].lstrip("*_ \t\n-")
+    line = rest.split("\n", 1)[0].strip().rstrip(".").strip("*_ ")
+    return line or None
 
 
 def gsm8k_reference(solution: str) -> str:

@@ -73,7 +73,7 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             )
             server = stack.enter_context(_Starting(LocalServer(spec)))
             servers[role] = server
-            log(f"starting the {role} runtime: {Path(path).name} ({spec.dtype}, "
+            log(f"starting the {role} runtime: {getattr(opts, f'{role}_model')} ({spec.dtype}, "
                 f"{spec.resolved_device}) on {server.url}, log {server.log_path}")
         for role, server in servers.items():
             started = time.perf_counter()
@@ -187,6 +187,8 @@ def summary(results: Sequence[ProblemResult], mode: str, task: str, latency: flo
             "kept_base_tokens": totals.kept_base_tokens,
             "cache_hit_ratio": {role: totals.cache_hit_ratio(role) for role in (DRAFT, BASE)},
             "server_s": totals.server_s,
+            "ms_per_token": {role: totals.ms_per_token(role) for role in (DRAFT, BASE)},
+            "judge_s_mean": totals.judge_s / totals.judge_calls if totals.judge_calls else None,
             "wall_s_per_problem": (sum(r.wall_s for r in results) / len(results)) if results else None,
         },
     }
@@ -197,6 +199,9 @@ def print_summary(line: dict, stream: TextIO = sys.stdout) -> None:
 
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
+
+    def ms(x):
+        return "-" if x is None else f"{x:.0f} ms"
 
     acc = line["accuracy"]
     rows = [
@@ -210,6 +215,8 @@ def print_summary(line: dict, stream: TextIO = sys.stdout) -> None:
                    f"base {o['base_tokens']} written / {o['kept_base_tokens']} kept"),
         ("cache hits", f"draft {pct(o['cache_hit_ratio'][DRAFT])}, base {pct(o['cache_hit_ratio'][BASE])}"),
         ("server time", f"draft {o['server_s'][DRAFT]:.1f} s, base {o['server_s'][BASE]:.1f} s"),
+        ("per token", f"draft {ms(o['ms_per_token'][DRAFT])}, base {ms(o['ms_per_token'][BASE])}; "
+                      f"judge call {ms(o['judge_s_mean'] and 1000 * o['judge_s_mean'])} mean"),
     ]
     for key, value in rows:
         print(f"  {key:<12} {value}", file=stream)

@@ -31,7 +31,8 @@ def digit_distribution(top_logprobs: Iterable[Tuple[float, str]]) -> Dict[int, f
     Entries that are not a single digit are dropped; two entries for the same digit (such as
     '7' and ' 7') are added. No digit at all gives an empty dict.
 
-    >>> digit_distribution([(math.log(0.6), "9"), (math.log(0.2), "x"), (math.log(0.2), "8")])
+    >>> dist = digit_distribution([(math.log(0.6), "9"), (math.log(0.2), "x"), (math.log(0.2), "8")])
+    >>> {d: round(p, 6) for d, p in dist.items()}
     {9: 0.75, 8: 0.25}
     """
     probs: Dict[int, float] = {}

@@ -70,6 +70,7 @@ class Totals:
     prompt_tokens: Dict[str, int] = field(default_factory=lambda: {DRAFT: 0, BASE: 0})
     cached_tokens: Dict[str, int] = field(default_factory=lambda: {DRAFT: 0, BASE: 0})
     server_s: Dict[str, float] = field(default_factory=lambda: {DRAFT: 0.0, BASE: 0.0})
+    judge_s: float = 0.0  # server time of the judge calls (part of server_s[base])
 
     @property
     def acceptance_rate(self) -> Optional[float]:
@@ -79,12 +80,20 @@ class Totals:
         prompt = self.prompt_tokens.get(role, 0)
         return self.cached_tokens.get(role, 0) / prompt if prompt else None
 
+    def ms_per_token(self, role: str) -> Optional[float]:
+        """Server time per generated token of a role, judge calls left out (includes the
+        prefill of each step's new prompt tokens, as a real run pays it)."""
+        tokens = self.draft_tokens if role == DRAFT else self.base_tokens
+        seconds = self.server_s.get(role, 0.0) - (self.judge_s if role == BASE else 0.0)
+        return 1000 * seconds / tokens if tokens else None
+
     def add_call(self, call: Call) -> None:
         self.prompt_tokens[call.role] = self.prompt_tokens.get(call.role, 0) + call.prompt_tokens
         self.cached_tokens[call.role] = self.cached_tokens.get(call.role, 0) + call.cached_tokens
         self.server_s[call.role] = self.server_s.get(call.role, 0.0) + call.latency_s
         if call.kind == "judge":
             self.judge_calls += 1
+            self.judge_s += call.latency_s
         elif call.role == DRAFT:
             self.draft_tokens += call.completion_tokens
         else:
@@ -115,6 +124,8 @@ class Totals:
         out = dataclasses.asdict(self)
         out["acceptance_rate"] = self.acceptance_rate
         out["cache_hit_ratio"] = {role: self.cache_hit_ratio(role) for role in (DRAFT, BASE)}
+        out["ms_per_token"] = {role: self.ms_per_token(role) for role in (DRAFT, BASE)}
+        out["judge_s_mean"] = self.judge_s / self.judge_calls if self.judge_calls else None
         return out
 
 

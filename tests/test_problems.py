@@ -59,6 +59,8 @@ def test_answer_extraction():
     assert last_boxed("\\fbox{7}") == "7"
     assert last_boxed("\\boxed{unclosed") is None
     assert extract_answer("so\nAnswer: 42.") == "42"
+    assert extract_answer("5. **Final Answer:**\n - The final answer is $50,000.") == "The final answer is $50,000"
+    assert is_correct(extract_answer("**Final Answer:** $50,000."), "50000")
     assert extract_answer("no answer here") is None
 
 

@@ -184,3 +184,40 @@ def test_killed_runtime_gives_a_clear_error(smol_path, roles, tmp_path):
         server.stop()
     assert "RuntimeUnavailableError" in result.error
     assert f"base runtime at {server.url}" in result.error
+
+
+def test_ctrl_c_stops_the_local_runtime_it_started(smol_path, tmp_path):
+    """The CLI starts its own server (base-only mode: one more server, not two), Ctrl-C
+    arrives mid-run, and no server process is left behind."""
+    import re
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-u", "-m", "sgl_specreason.cli", "solve", QUESTION, "--mode", "base",
+           "--base-model", smol_path, "--base-dtype", "float32", "--threads", "1",
+           "--max-total-tokens", "4096", "--token-budget", "400", "--step-max-tokens", "64",
+           "--log-dir", str(tmp_path / "logs"), "--result-file", str(tmp_path / "r.jsonl")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 600
+    for line in proc.stdout:
+        lines.append(line)
+        if "[question step 0]" in line or time.monotonic() > deadline:
+            break
+    output = "".join(lines)
+    match = re.search(r"on http://127\.0\.0\.1:(\d+)", output)
+    assert match, output
+    port = int(match.group(1))
+    server_pids = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    assert server_pids, "the CLI should have a server child running"
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output + rest
+    assert "interrupted; local runtimes stopped" in rest
+    time.sleep(1)
+    alive = [pid for pid in server_pids if psutil.pid_exists(pid)
+             and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+    from sgl_specreason.runtime import port_is_free
+    assert port_is_free(port)

@@ -27,6 +27,6 @@ def _unavailable(name: str):
 
 
 def __getattr__(name: str):
-    if name.startswith("__"):
+    if name.startswith("_"):
         raise AttributeError(name)
     return _unavailable(name)
