@@ -76,44 +76,20 @@ def specreason(s, problem, cfg, draft, base, monitor=None):
     """Solve ``problem`` with SpecReason; ``s`` is on the base runtime. Returns a ProblemResult."""
     q, choices = problem.question, problem.choices
     result = ProblemResult(problem.id, q, "specreason")
-    with recording(result, problem):
+    with recording(result, problem, monitor):
         steps = []
         while True:
             started = time.perf_counter()
             if len(steps) < cfg.first_n_base_steps:
                 step = _own_step(base, q, steps, choices, cfg, len(steps))
             else:
-                drafts = call(draft_steps, draft.backend,
-                              prompt=draft.template.reasoning(q, steps, choices),
-                              num_drafts=cfg.num_drafts, max_step_tokens=cfg.step_max_tokens,
-                              temp=cfg.draft_temperature, top_p_=cfg.top_p)
-                prefix = base.template.reasoning(q, steps, choices)
-                verdicts = call(judge_steps, base.backend, prefix=prefix,
-                                continuations=[
-                                    base.template.judge(q, steps + [clean_step(t)], choices)[len(prefix):]
-                                    for t, _ in drafts],
-                                top_logprobs=cfg.judge_top_logprobs)
-                scores = [score_from_meta(v, cfg.score_method) for v in verdicts]
-                best = max(range(len(drafts)), key=lambda i: scores[i].value)
-                text, meta = drafts[best]
-                step = Step(len(steps), DRAFT, clean_step(text), meta.get("completion_tokens", 0),
-                            draft_text=text, draft_tokens=meta.get("completion_tokens", 0),
-                            score=scores[best].value, score_digits=scores[best].digits,
-                            draft_scores=[sc.value for sc in scores],
-                            calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
-                            + [Call.from_meta(BASE, "judge", v) for v in verdicts])
-                if scores[best].value < cfg.threshold:  # rejected: the base model writes it
-                    own = _own_step(base, q, steps, choices, cfg, len(steps))
-                    step.source, step.text, step.kept_tokens = BASE, own.text, own.kept_tokens
-                    step.base_text, step.base_tokens = own.base_text, own.base_tokens
-                    step.calls += own.calls
-            step.wall_s = time.perf_counter() - started
-            reason_ = _keep(result, steps, step, cfg, problem, monitor)
+                step = _drafted_step(draft, base, q, steps, choices, cfg)
+                if step.score < cfg.threshold:  # rejected: the base model writes the step
+                    step.replace_with(_own_step(base, q, steps, choices, cfg, len(steps)))
+            reason_ = _keep(result, steps, step, started, cfg, problem, monitor)
             if reason_:
                 break
         _close(result, base, problem, steps, cfg, reason_)
-    if monitor is not None:
-        monitor.on_result(result)
     return result
 
 
@@ -123,22 +99,40 @@ def reason(s, problem, cfg, role, monitor=None):
     that role's runtime. ``role.name`` "base" is the base-only baseline, "draft" the draft-only."""
     q, choices = problem.question, problem.choices
     result = ProblemResult(problem.id, q, role.name)
-    with recording(result, problem):
+    with recording(result, problem, monitor):
         steps = []
         while True:
             started = time.perf_counter()
             step = _own_step(role, q, steps, choices, cfg, len(steps))
-            step.wall_s = time.perf_counter() - started
-            reason_ = _keep(result, steps, step, cfg, problem, monitor)
+            reason_ = _keep(result, steps, step, started, cfg, problem, monitor)
             if reason_:
                 break
         _close(result, role, problem, steps, cfg, reason_)
-    if monitor is not None:
-        monitor.on_result(result)
     return result
 
 
 # -- shared by the top programs ----------------------------------------------------------------
+
+def _drafted_step(draft, base, q, steps, choices, cfg):
+    """Draft the next step (``num_drafts`` ways) and judge each draft; the best scoring one."""
+    drafts = call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, steps, choices),
+                  num_drafts=cfg.num_drafts, max_step_tokens=cfg.step_max_tokens,
+                  temp=cfg.draft_temperature, top_p_=cfg.top_p)
+    prefix = base.template.reasoning(q, steps, choices)
+    judge_prompts = [base.template.judge(q, steps + [clean_step(text)], choices) for text, _ in drafts]
+    verdicts = call(judge_steps, base.backend, prefix=prefix,
+                    continuations=[p[len(prefix):] for p in judge_prompts],
+                    top_logprobs=cfg.judge_top_logprobs)
+    scores = [score_from_meta(v, cfg.score_method) for v in verdicts]
+    best = max(range(len(drafts)), key=lambda i: scores[i].value)
+    text, meta = drafts[best]
+    tokens = meta.get("completion_tokens", 0)
+    return Step(len(steps), DRAFT, clean_step(text), tokens, draft_text=text, draft_tokens=tokens,
+                score=scores[best].value, score_digits=scores[best].digits,
+                draft_scores=[sc.value for sc in scores],
+                calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
+                + [Call.from_meta(BASE, "judge", v) for v in verdicts])
+
 
 def _own_step(role, q, steps, choices, cfg, index):
     text, meta = call(base_step, role.backend, prompt=role.template.reasoning(q, steps, choices),
@@ -154,8 +148,9 @@ def _own_step(role, q, steps, choices, cfg, index):
     return step
 
 
-def _keep(result, steps, step, cfg, problem, monitor):
+def _keep(result, steps, step, started, cfg, problem, monitor):
     """Append the step; the stop reason, or None to go on."""
+    step.wall_s = time.perf_counter() - started
     if monitor is not None:
         monitor.on_step(problem, step)
     steps.append(step.text)

@@ -58,11 +58,13 @@ def call(program, backend, **arguments):
 
 class recording:
     """Times a problem, fills in its answer, and turns an error into the problem's error field,
-    so one failing problem never takes a batch down with it."""
+    so one failing problem never takes a batch down with it; then hands the result to the
+    monitor (if any), which prints and saves it."""
 
-    def __init__(self, result, problem):
+    def __init__(self, result, problem, monitor=None):
         self.result = result
         self.problem = problem
+        self.monitor = monitor
 
     def __enter__(self):
         self.start = time.perf_counter()
@@ -77,8 +79,10 @@ class recording:
             result.correct = is_correct(result.answer, self.problem.answer, self.problem.choices)
         elif self.problem.answer is not None:
             result.correct = False
-        if exc is not None and isinstance(exc, Exception):
+        recorded = exc is not None and isinstance(exc, Exception)
+        if recorded:
             result.error = f"{type(exc).__name__}: {exc}"
             result.correct = None if result.correct is None else False
-            return True  # recorded, not raised
-        return False
+        if self.monitor is not None and (exc is None or recorded):
+            self.monitor.on_result(result)
+        return recorded  # an error is recorded in the result, not raised

@@ -56,6 +56,12 @@ class Step:
     wall_s: float = 0.0
     calls: List[Call] = field(default_factory=list)
 
+    def replace_with(self, own: "Step") -> None:
+        """The draft was rejected: keep ``own`` (the base model's step) and its calls too."""
+        self.source, self.text, self.kept_tokens = own.source, own.text, own.kept_tokens
+        self.base_text, self.base_tokens = own.base_text, own.base_tokens
+        self.calls += own.calls
+
 
 @dataclass
 class Totals:
