@@ -4,6 +4,7 @@
     sgl-specreason solve "What is 17 * 23?"  # one question
     sgl-specreason run --data-path problems.jsonl --base-url http://gpu1:30000 --draft-url ...
     sgl-specreason models                    # the offline models, prepared on first use
+    sgl-specreason eval --dataset gsm8k ...  # SpecReason against its baselines (python -m eval)
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def _run(args) -> int:
     roles = (DRAFT, BASE) if args.mode == "specreason" else (args.mode,)
     args.result_file.parent.mkdir(parents=True, exist_ok=True)
     with open_runtimes(runtime_options(args), cfg, roles) as runtimes, \
-            jsonlines.open(args.result_file, mode="a") as writer:
+            jsonlines.open(args.result_file, mode="a", flush=True) as writer:
         for role in runtimes.values():
             print(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
                   f"(template {role.template.name})")
@@ -188,6 +189,11 @@ def _models(args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        from eval.run_eval import main as eval_main
+
+        return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so local servers are stopped on either.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -103,7 +103,8 @@ class _Starting:
 
 class Monitor:
     """Receives each step and each finished problem from the programs (any thread): prints
-    progress and appends every result to the results file as soon as it is done."""
+    progress and appends every result to the results file as soon as it is done (open the
+    writer with ``flush=True`` so that a killed run loses nothing it finished)."""
 
     def __init__(self, writer: Optional[jsonlines.Writer] = None, stream: Optional[TextIO] = sys.stdout,
                  show_steps: bool = True):
@@ -129,12 +130,15 @@ class Monitor:
             self._print(f"[{problem.id} step {step.index}] {verdict:<26} {step.kept_tokens:>4} tok "
                         f"{step.wall_s:6.2f} s | {text[:90]}")
 
+    def record(self, result: ProblemResult) -> dict:
+        """The JSON line written for a result (subclasses add fields)."""
+        return result.to_dict()
+
     def on_result(self, result: ProblemResult) -> None:
         with self.lock:
             self.results.append(result)
             if self.writer is not None:
-                self.writer.write(result.to_dict())
-                self.writer._fp.flush()
+                self.writer.write(self.record(result))
             mark = {True: "correct", False: "wrong", None: "-"}[result.correct]
             status = f"error: {result.error}" if result.error else f"answer {result.answer!r} ({mark})"
             self._print(f"[{result.id}] {result.mode} done in {result.wall_s:.1f} s, "

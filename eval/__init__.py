@@ -1,0 +1,1 @@
+"""Evaluation of SpecReason against its baselines: data sets, grading, runner, report."""

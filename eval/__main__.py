@@ -1,0 +1,5 @@
+import sys
+
+from eval.run_eval import main
+
+sys.exit(main())

@@ -1,0 +1,217 @@
+"""The evaluation report: per data set and mode, accuracy, measured and analytic speed,
+acceptance, judge scores, tokens and cache hits; JSONL, a Markdown table and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from sgl_specreason.trace import BASE, DRAFT
+
+
+def read_records(path: Path) -> List[dict]:
+    records = []
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a killed run
+        if "mode" in record:
+            records.append(record)
+    return records
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def per_token_costs(records: Sequence[dict]) -> dict:
+    """Measured server seconds per generated token of each model, and per judge call, from
+    every record of the run (judge calls left out of the base model's decode time)."""
+    seconds = {DRAFT: 0.0, BASE: 0.0}
+    tokens = {DRAFT: 0, BASE: 0}
+    judge_s, judges = 0.0, 0
+    for record in records:
+        calls = [c for s in record["steps"] for c in s["calls"]]
+        if record.get("answer_call"):
+            calls.append(record["answer_call"])
+        for call in calls:
+            if call["kind"] == "judge":
+                judge_s += call["latency_s"]
+                judges += 1
+            else:
+                seconds[call["role"]] += call["latency_s"]
+                tokens[call["role"]] += call["completion_tokens"]
+    return {
+        "draft_s_per_token": seconds[DRAFT] / tokens[DRAFT] if tokens[DRAFT] else None,
+        "base_s_per_token": seconds[BASE] / tokens[BASE] if tokens[BASE] else None,
+        "judge_s": judge_s / judges if judges else None,
+    }
+
+
+def analytic_latency(record: dict, costs: dict) -> Optional[float]:
+    """Tokens times each model's measured per-token time, plus each judge call's measured cost."""
+    t = record["totals"]
+    parts = [(t["draft_tokens"], costs["draft_s_per_token"]), (t["base_tokens"], costs["base_s_per_token"]),
+             (t["judge_calls"], costs["judge_s"])]
+    if any(count and cost is None for count, cost in parts):
+        return None
+    return sum(count * (cost or 0.0) for count, cost in parts)
+
+
+def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: Optional[float],
+         base_analytic: Optional[float]) -> dict:
+    by_problem = defaultdict(list)
+    for r in records:
+        by_problem[r["problem_id"]].append(1.0 if r.get("correct") else 0.0)
+    means = [sum(v) / len(v) for v in by_problem.values()]
+    n = len(means)
+    pass1 = sum(means) / n if n else None
+    se = statistics.stdev(means) / math.sqrt(n) if n > 1 else None
+    walls = [r["wall_s"] for r in records]
+    wall = _mean(walls)
+    analytic = _mean([analytic_latency(r, costs) for r in records])
+    totals = [r["totals"] for r in records]
+    judged = sum(t["judged_steps"] for t in totals)
+    accepted = sum(t["accepted_steps"] for t in totals)
+    histogram = [0] * 10
+    for r in records:
+        for step in r["steps"]:
+            if step["score"] is not None:
+                histogram[min(9, max(0, int(step["score"])))] += 1
+
+    def ratio(role):
+        prompt = sum(t["prompt_tokens"].get(role, 0) for t in totals)
+        return sum(t["cached_tokens"].get(role, 0) for t in totals) / prompt if prompt else None
+
+    return {
+        "dataset": dataset, "mode": mode, "problems": n, "samples": len(records),
+        "pass_at_1": pass1, "pass_at_1_se": se,
+        "wall_s_per_problem": wall, "wall_s_total": sum(walls),
+        "speedup": (base_wall / wall) if base_wall and wall else None,
+        "analytic_s_per_problem": analytic,
+        "analytic_speedup": (base_analytic / analytic) if base_analytic and analytic else None,
+        "acceptance_rate": accepted / judged if judged else None,
+        "judge_histogram": histogram,
+        "draft_tokens": sum(t["draft_tokens"] for t in totals),
+        "base_tokens": sum(t["base_tokens"] for t in totals),
+        "judge_calls": sum(t["judge_calls"] for t in totals),
+        "cache_hit_draft": ratio(DRAFT), "cache_hit_base": ratio(BASE),
+        "errors": sum(1 for r in records if r.get("error")),
+    }
+
+
+def acceptance_by_step(records: Sequence[dict]) -> Dict[int, float]:
+    counts, kept = defaultdict(int), defaultdict(int)
+    for r in records:
+        for step in r["steps"]:
+            if step["score"] is not None:
+                counts[step["index"]] += 1
+                kept[step["index"]] += step["source"] == DRAFT
+    return {i: kept[i] / counts[i] for i in sorted(counts)}
+
+
+def _fmt(x, spec=".2f", pct=False):
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else format(x, spec)
+
+
+def markdown(rows: Sequence[dict], costs: dict) -> str:
+    head = ("| dataset | mode | n | pass@1 (± se) | wall s/problem | speedup | analytic s | analytic speedup "
+            "| acceptance | draft tok | base tok | judge calls | cache draft | cache base | errors |")
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in rows:
+        pass1 = "-" if r["pass_at_1"] is None else (
+            f"{100 * r['pass_at_1']:.1f}%" + (f" ± {100 * r['pass_at_1_se']:.1f}" if r["pass_at_1_se"] is not None else ""))
+        lines.append(
+            f"| {r['dataset']} | {r['mode']} | {r['problems']} | {pass1} | {_fmt(r['wall_s_per_problem'], '.1f')} "
+            f"| {_fmt(r['speedup'])}x | {_fmt(r['analytic_s_per_problem'], '.1f')} | {_fmt(r['analytic_speedup'])}x "
+            f"| {_fmt(r['acceptance_rate'], pct=True)} | {r['draft_tokens']} | {r['base_tokens']} | {r['judge_calls']} "
+            f"| {_fmt(r['cache_hit_draft'], pct=True)} | {_fmt(r['cache_hit_base'], pct=True)} | {r['errors']} |")
+    lines.append("")
+    lines.append("Measured per-token server time: draft "
+                 f"{_fmt(costs['draft_s_per_token'] and 1000 * costs['draft_s_per_token'], '.0f')} ms, base "
+                 f"{_fmt(costs['base_s_per_token'] and 1000 * costs['base_s_per_token'], '.0f')} ms; judge call "
+                 f"{_fmt(costs['judge_s'] and 1000 * costs['judge_s'], '.0f')} ms.")
+    for r in rows:
+        if any(r["judge_histogram"]):
+            lines.append(f"Judge scores {r['mode']} (0..9): {r['judge_histogram']}")
+    return "\n".join(lines)
+
+
+def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None) -> dict:
+    """Rows for every (data set, mode) in ``path``, speedups against base-only of the same
+    data set over the same problems."""
+    records = [r for r in read_records(path) if dataset is None or r["dataset"] == Path(dataset).stem
+               or r["dataset"] == dataset]
+    costs = per_token_costs(records)
+    rows, by_step = [], {}
+    for ds in sorted({r["dataset"] for r in records}):
+        mine = [r for r in records if r["dataset"] == ds]
+        order = [m for m in modes if any(r["mode"] == m for r in mine)] or sorted({r["mode"] for r in mine})
+        base = [r for r in mine if r["mode"] == BASE]
+        base_ids = {r["problem_id"] for r in base}
+        for mode in order:
+            chosen = [r for r in mine if r["mode"] == mode and (not base_ids or r["problem_id"] in base_ids)]
+            base_same = [r for r in base if r["problem_id"] in {c["problem_id"] for c in chosen}]
+            base_wall = _mean([r["wall_s"] for r in base_same])
+            base_analytic = _mean([analytic_latency(r, costs) for r in base_same])
+            rows.append(_row(ds, mode, chosen, costs, base_wall, base_analytic))
+            if mode.startswith("specreason"):
+                by_step[f"{ds}/{mode}"] = acceptance_by_step(chosen)
+    return {"rows": rows, "costs": costs, "acceptance_by_step": by_step, "markdown": markdown(rows, costs)}
+
+
+def write_report(report: dict, out_dir: Path) -> List[Path]:
+    """report.jsonl, report.md and two PNG plots in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.jsonl", out_dir / "report.md"]
+    with open(paths[0], "w", encoding="utf-8") as handle:
+        for row in report["rows"]:
+            handle.write(json.dumps(row) + "\n")
+        handle.write(json.dumps({"costs": report["costs"], "acceptance_by_step": report["acceptance_by_step"]}) + "\n")
+    paths[1].write_text(report["markdown"] + "\n", encoding="utf-8")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in report["rows"]:
+        if row["pass_at_1"] is None or row["speedup"] is None:
+            continue
+        ax.scatter(row["speedup"], 100 * row["pass_at_1"])
+        ax.annotate(f"{row['dataset']}/{row['mode']}", (row["speedup"], 100 * row["pass_at_1"]), fontsize=7)
+    ax.set_xlabel("measured speedup over base-only (x)")
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_title("Accuracy vs speedup")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    paths.append(out_dir / "accuracy_vs_speedup.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, curve in report["acceptance_by_step"].items():
+        if curve:
+            ax.plot(list(curve), [100 * v for v in curve.values()], marker="o", label=label)
+    ax.set_xlabel("step index")
+    ax.set_ylabel("drafts accepted (%)")
+    ax.set_title("Acceptance per step")
+    ax.grid(alpha=0.3)
+    if report["acceptance_by_step"]:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out_dir / "acceptance_per_step.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths

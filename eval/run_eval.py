@@ -1,0 +1,172 @@
+"""SpecReason against its baselines on one data set, in one run: pass@1, speed, acceptance.
+
+    python -m eval --dataset gsm8k --num-questions 50 --modes base draft specreason \\
+        --thresholds 6.7 7 --score-methods average greedy --k 1
+
+Every mode sees the same problems, token budget and sampling settings, against the same two
+runtimes, one mode after the other. Each finished (problem, sample, mode) record is appended at
+once; rerunning the same command skips what is done and retries what failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import jsonlines
+
+from eval import datasets
+from eval.grading import grade
+from eval.report import build_report, write_report
+from sgl_specreason.cli import _add_config_flags, _add_runtime_flags, config_from_args, runtime_options
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.problems import Problem
+from sgl_specreason.runner import Monitor, open_runtimes, run_problems
+from sgl_specreason.trace import BASE, DRAFT, ProblemResult
+
+
+@dataclass(frozen=True)
+class Mode:
+    label: str  # "base", "draft", "specreason-greedy-7"
+    program: str  # run_problems mode: specreason, base, draft
+    cfg: SpecReasonConfig
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "program": self.program, "threshold": self.cfg.threshold,
+                "score_method": self.cfg.score_method}
+
+
+def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Sequence[str],
+               cfg: SpecReasonConfig) -> List[Mode]:
+    modes = []
+    for name in names:
+        if name in (BASE, DRAFT):
+            modes.append(Mode(name, name, cfg))
+        elif name == "specreason":
+            for method in methods:
+                for threshold in thresholds:
+                    c = cfg.replace(score_method=method, threshold=threshold)
+                    modes.append(Mode(f"specreason-{method}-{threshold:g}", "specreason", c))
+        else:
+            raise SpecReasonError(f"unknown mode {name!r}: use base, draft and/or specreason")
+    return modes
+
+
+def record_key(record: dict) -> tuple:
+    return (record["dataset"], record["problem_id"], record["sample"], record["mode"])
+
+
+def finished_keys(path: Path) -> set:
+    """Keys of records already done (without error); a torn last line is ignored."""
+    done = set()
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if "mode" in record and not record.get("error"):
+            done.add(record_key(record))
+    return done
+
+
+class EvalMonitor(Monitor):
+    """Adds the evaluation fields to each record and grades it with the real grader."""
+
+    def __init__(self, writer, mode: Mode, items: Dict[str, tuple], **kwargs):
+        super().__init__(writer, **kwargs)
+        self.mode = mode
+        self.items = items  # result id -> (EvalProblem, sample)
+
+    def record(self, result: ProblemResult) -> dict:
+        item, sample = self.items[result.id]
+        graded = grade(result.text, item.problem.answer, item.kind)
+        result.correct = graded.correct if not result.error else False
+        out = result.to_dict()
+        out.update(dataset=item.dataset, problem_id=item.problem.id, sample=sample,
+                   mode=self.mode.label, mode_info=self.mode.to_dict(), kind=item.kind,
+                   extracted=graded.extracted)
+        return out
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    problems = datasets.load(args.dataset, args.num_questions, args.offset, args.seed_data)
+    modes = plan_modes(args.modes, args.thresholds, args.score_methods, cfg)
+    args.result_file.parent.mkdir(parents=True, exist_ok=True)
+    done = finished_keys(args.result_file)
+    roles_needed = sorted({r for m in modes for r in ((DRAFT, BASE) if m.program == "specreason" else (m.program,))})
+    print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
+    with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
+            jsonlines.open(args.result_file, mode="a", flush=True) as writer:
+        for mode in modes:
+            items = {}
+            todo: List[Problem] = []
+            for item in problems:
+                for sample in range(args.k):
+                    key = (item.dataset, item.problem.id, sample, mode.label)
+                    if key in done:
+                        continue
+                    rid = f"{item.problem.id}#{sample}"
+                    items[rid] = (item, sample)
+                    todo.append(Problem(rid, item.problem.question, item.problem.answer, item.problem.choices))
+            print(f"\n== {mode.label}: {len(todo)} to run, {len(problems) * args.k - len(todo)} done before")
+            if not todo:
+                continue
+            monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
+            started = time.perf_counter()
+            run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
+            print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")
+    report = build_report(args.result_file, [m.label for m in modes], args.dataset)
+    paths = write_report(report, args.report_dir)
+    print("\n" + report["markdown"])
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 1 if any(row["errors"] for row in report["rows"]) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="gsm8k",
+                        help=f"{', '.join(datasets.BUILTIN)} or a JSONL path (question, answer, choices)")
+    parser.add_argument("--num-questions", type=int, default=10)
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--seed-data", type=int, default=0, help="seed of the choice shuffling")
+    parser.add_argument("--k", type=int, default=1, help="samples per problem (pass@1 is their mean)")
+    parser.add_argument("--modes", nargs="+", default=["base", "draft", "specreason"])
+    parser.add_argument("--thresholds", nargs="+", type=float, default=[7.0])
+    parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=("greedy", "average"))
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--result-file", type=Path, default=Path("results/eval.jsonl"))
+    parser.add_argument("--report-dir", type=Path, default=Path("results/report"))
+    parser.add_argument("--verbose", action="store_true", help="a line per step")
+    _add_config_flags(parser)
+    _add_runtime_flags(parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.command = "eval"
+    if args.k < 1:
+        print("error: --k must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return run(args)
+    except SpecReasonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished records are kept, rerun to go on", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

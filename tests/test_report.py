@@ -1,0 +1,90 @@
+"""The report's arithmetic, on records built with the library's own trace types."""
+
+import json
+
+import pytest
+
+from eval.report import build_report, write_report
+from eval.run_eval import finished_keys, plan_modes
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.trace import Call, ProblemResult, Step
+
+
+def record(pid, sample, mode, correct, wall, steps):
+    r = ProblemResult(f"{pid}#{sample}", "q", mode.split("-")[0], wall_s=wall, correct=correct, steps=steps)
+    out = r.to_dict()
+    out.update(dataset="gsm8k", problem_id=pid, sample=sample, mode=mode)
+    return out
+
+
+def base_step(i, tokens, seconds):
+    return Step(i, "base", "t", tokens, base_text="t", base_tokens=tokens,
+                calls=[Call("base", "step", 100, 90, tokens, seconds)])
+
+
+def spec_step(i, tokens, score, accepted):
+    step = Step(i, "draft", "t", tokens, draft_text="t", draft_tokens=tokens, score=score,
+                calls=[Call("draft", "draft", 100, 99, tokens, tokens * 0.1), Call("base", "judge", 150, 100, 1, 1.0)])
+    if not accepted:
+        step.replace_with(base_step(i, tokens, tokens * 0.3))
+    return step
+
+
+@pytest.fixture
+def results_file(tmp_path):
+    records = []
+    for pid, ok in (("p1", True), ("p2", False)):
+        for sample in (0, 1):
+            records.append(record(pid, sample, "base", ok, 30.0, [base_step(0, 50, 15.0), base_step(1, 50, 15.0)]))
+            records.append(record(pid, sample, "specreason-greedy-7", ok and sample == 0, 10.0,
+                                  [spec_step(0, 50, 9, True), spec_step(1, 50, 3, False)]))
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"torn": ')
+    return path
+
+
+def test_rows_pass_at_1_speedup_and_analytic_latency(results_file):
+    report = build_report(results_file, ["base", "specreason-greedy-7"])
+    base, spec = report["rows"]
+    assert base["mode"] == "base" and base["problems"] == 2 and base["samples"] == 4
+    assert base["pass_at_1"] == pytest.approx(0.5)
+    assert spec["pass_at_1"] == pytest.approx(0.25)  # p1: 1 of 2 samples, p2: 0
+    assert spec["pass_at_1_se"] == pytest.approx(0.25)  # stdev([0.5, 0]) / sqrt(2)
+    assert base["speedup"] == pytest.approx(1.0) and spec["speedup"] == pytest.approx(3.0)
+    costs = report["costs"]
+    assert costs["base_s_per_token"] == pytest.approx((4 * 30 + 4 * 15) / (4 * 100 + 4 * 50))
+    assert costs["draft_s_per_token"] == pytest.approx(0.1) and costs["judge_s"] == pytest.approx(1.0)
+    expected_spec = 100 * 0.1 + 50 * costs["base_s_per_token"] + 2 * 1.0
+    assert spec["analytic_s_per_problem"] == pytest.approx(expected_spec)
+    assert spec["analytic_speedup"] == pytest.approx(100 * costs["base_s_per_token"] / expected_spec)
+    assert spec["acceptance_rate"] == pytest.approx(0.5)
+    assert spec["judge_histogram"][9] == 4 and spec["judge_histogram"][3] == 4
+    assert report["acceptance_by_step"]["gsm8k/specreason-greedy-7"] == {0: 1.0, 1: 0.0}
+    assert "| gsm8k | specreason-greedy-7 | 2 | 25.0% ± 25.0 |" in report["markdown"]
+
+
+def test_report_files_are_written(results_file, tmp_path):
+    paths = write_report(build_report(results_file, []), tmp_path / "report")
+    names = sorted(p.name for p in paths)
+    assert names == ["acceptance_per_step.png", "accuracy_vs_speedup.png", "report.jsonl", "report.md"]
+    for p in paths:
+        assert p.stat().st_size > 0
+    assert (tmp_path / "report" / "accuracy_vs_speedup.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_keys_skip_finished_and_retry_failed(tmp_path):
+    path = tmp_path / "e.jsonl"
+    good = {"dataset": "gsm8k", "problem_id": "p1", "sample": 0, "mode": "base", "error": None}
+    bad = {**good, "problem_id": "p2", "error": "RuntimeTimeoutError: ..."}
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n" + '{"dataset": "gs')
+    assert finished_keys(path) == {("gsm8k", "p1", 0, "base")}
+
+
+def test_modes_expand_thresholds_and_methods():
+    modes = plan_modes(["base", "specreason"], [6.5, 7], ["average", "greedy"], SpecReasonConfig())
+    assert [m.label for m in modes] == ["base", "specreason-average-6.5", "specreason-average-7",
+                                        "specreason-greedy-6.5", "specreason-greedy-7"]
+    assert modes[2].cfg.threshold == 7 and modes[2].cfg.score_method == "average"
+    with pytest.raises(SpecReasonError, match="unknown mode 'fast'"):
+        plan_modes(["fast"], [7], ["greedy"], SpecReasonConfig())
