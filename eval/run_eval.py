@@ -11,7 +11,6 @@ once; rerunning the same command skips what is done and retries what failed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -22,8 +21,14 @@ import jsonlines
 
 from eval import datasets
 from eval.grading import grade
-from eval.report import build_report, write_report
-from sgl_specreason.cli import _add_config_flags, _add_runtime_flags, config_from_args, runtime_options
+from eval.report import build_report, read_records, write_report
+from sgl_specreason.cli import (
+    _add_config_flags,
+    _add_runtime_flags,
+    config_from_args,
+    guarded,
+    runtime_options,
+)
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.problems import Problem
@@ -64,17 +69,7 @@ def record_key(record: dict) -> tuple:
 
 def finished_keys(path: Path) -> set:
     """Keys of records already done (without error); a torn last line is ignored."""
-    done = set()
-    if not path.exists():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if "mode" in record and not record.get("error"):
-            done.add(record_key(record))
-    return done
+    return {record_key(r) for r in read_records(path) if not r.get("error")}
 
 
 class EvalMonitor(Monitor):
@@ -120,6 +115,9 @@ def run(args) -> int:
             print(f"\n== {mode.label}: {len(todo)} to run, {len(problems) * args.k - len(todo)} done before")
             if not todo:
                 continue
+            # Every mode starts from empty radix caches: no mode profits from an earlier one.
+            for role in roles.values():
+                role.backend.flush_cache()
             monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
             started = time.perf_counter()
             run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
@@ -158,14 +156,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.k < 1:
         print("error: --k must be at least 1", file=sys.stderr)
         return 2
-    try:
-        return run(args)
-    except SpecReasonError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished records are kept, rerun to go on", file=sys.stderr)
-        return 130
+    return guarded(lambda: run(args), "interrupted; local runtimes stopped, finished records "
+                                      "kept: rerun the same command to go on")
 
 
 if __name__ == "__main__":

@@ -195,17 +195,23 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C, so local servers are stopped on either.
+    return guarded(lambda: _models(args) if args.command == "models" else _run(args),
+                   "interrupted; local runtimes stopped")
+
+
+def guarded(job, interrupted: str) -> int:
+    """Run a command: our errors as one line (exit 2), Ctrl-C and SIGTERM unwinding so that the
+    local servers are stopped (exit 130)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
     try:
-        if args.command == "models":
-            return _models(args)
-        return _run(args)
+        return job()
     except SpecReasonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; local runtimes stopped", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
 
 

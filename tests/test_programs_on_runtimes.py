@@ -222,3 +222,29 @@ def test_ctrl_c_stops_the_local_runtime_it_started(smol_path, tmp_path):
     import socket
     with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path):
+    from eval.run_eval import main as eval_main
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text(json.dumps({"id": "apples", "question": QUESTION, "answer": "5"}) + "\n"
+                    + json.dumps({"id": "pick", "question": "Which is a fruit?", "choices": ["apple", "stone"],
+                                  "answer": "apple"}) + "\n")
+    argv = ["--dataset", str(data), "--modes", "base", "specreason", "--thresholds", "5",
+            "--score-methods", "average", "--token-budget", "24", "--step-max-tokens", "12",
+            "--answer-max-tokens", "8", "--result-file", str(tmp_path / "eval.jsonl"),
+            "--report-dir", str(tmp_path / "report"),
+            "--draft-url", roles[DRAFT].backend.base_url, "--base-url", roles[BASE].backend.base_url]
+    assert eval_main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert sorted((r["problem_id"], r["mode"]) for r in records) == [
+        ("apples", "base"), ("apples", "specreason-average-5"), ("pick", "base"), ("pick", "specreason-average-5")]
+    assert {r["kind"] for r in records} == {"math", "choice"}
+    report = [json.loads(line) for line in (tmp_path / "report" / "report.jsonl").read_text().splitlines()]
+    assert [row["mode"] for row in report[:2]] == ["base", "specreason-average-5"]
+    assert report[1]["speedup"] is not None and report[1]["judge_calls"] > 0
+    assert (tmp_path / "report" / "accuracy_vs_speedup.png").exists()
+    # a rerun finds everything done and runs nothing
+    assert eval_main(argv) == 0
+    assert len((tmp_path / "eval.jsonl").read_text().splitlines()) == 4
