@@ -122,7 +122,7 @@ def run(args) -> int:
             started = time.perf_counter()
             run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
             print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")
-    report = build_report(args.result_file, [m.label for m in modes], args.dataset)
+    report = build_report(args.result_file, [m.label for m in modes])  # every data set in the file
     paths = write_report(report, args.report_dir)
     print("\n" + report["markdown"])
     print("report: " + ", ".join(str(p) for p in paths))

@@ -57,8 +57,9 @@ class Endpoint(RuntimeEndpoint):
 
     # -- HTTP ---------------------------------------------------------------------------------
     def request(self, path: str, payload: Optional[dict] = None, timeout: Optional[float] = None,
-                method: Optional[str] = None):
-        """GET (no payload) or POST JSON to the runtime; the decoded JSON reply."""
+                method: Optional[str] = None, parse: bool = True):
+        """GET (no payload) or POST JSON to the runtime; the decoded JSON reply (or, with
+        ``parse=False``, the reply's text: some endpoints answer in plain text)."""
         url = self.base_url + path
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.api_key:
@@ -93,6 +94,8 @@ class Endpoint(RuntimeEndpoint):
             raise RuntimeUnavailableError(
                 f"the {where} dropped the connection during {path} ({e!r}); did it die?"
             ) from e
+        if not parse:
+            return body.decode("utf-8", "replace")
         try:
             return json.loads(body)
         except ValueError as e:
@@ -141,7 +144,8 @@ class Endpoint(RuntimeEndpoint):
         return self.request("/server_info")
 
     def flush_cache(self):
-        self.request("/flush_cache", {}, method="POST")
+        """Empty the runtime's radix cache (SGLang answers in plain text)."""
+        self.request("/flush_cache", {}, method="POST", parse=False)
 
     def health(self, timeout: float = 10.0) -> bool:
         """True when the runtime answers ``/health`` in time."""

@@ -76,9 +76,9 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             log(f"starting the {role} runtime: {getattr(opts, f'{role}_model')} ({spec.dtype}, "
                 f"{spec.resolved_device}) on {server.url}, log {server.log_path}")
         for role, server in servers.items():
-            started = time.perf_counter()
             server.wait_ready()
-            log(f"{role} runtime ready at {server.url} ({time.perf_counter() - started:.0f} s)")
+            log(f"{role} runtime ready at {server.url} "
+                f"({time.monotonic() - server.started_at:.0f} s after its start)")
         for role in roles:
             url = getattr(opts, f"{role}_url") or servers[role].url
             backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key)

@@ -151,6 +151,7 @@ class LocalServer:
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()
+        self.started_at = time.monotonic()
         with _live_lock:
             _live.add(self)
 
