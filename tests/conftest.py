@@ -1,6 +1,5 @@
 """Fixtures that start what the tests need: real SGLang CPU servers serving SmolLM2-135M."""
 
-import os
 
 import pytest
 

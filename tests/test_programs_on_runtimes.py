@@ -14,8 +14,6 @@ from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import make_problem
 from sgl_specreason.runner import Monitor, run_problems
-from sgl_specreason.runtime import LocalServer
-from sgl_specreason.templates import template_for_model
 from sgl_specreason.trace import BASE, DRAFT
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]

