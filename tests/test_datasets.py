@@ -64,3 +64,12 @@ def test_bad_lines_name_file_and_line(tmp_path, line, message):
 def test_unknown_dataset():
     with pytest.raises(InputError, match="unknown data set 'mnist'"):
         datasets.load("mnist")
+
+
+def test_demo_problems_are_the_same_gsm8k_records():
+    from sgl_specreason.data import gsm8k
+
+    demo = gsm8k(num_questions=2, offset=1)
+    assert [p.id for p in demo] == ["gsm8k-1", "gsm8k-2"]
+    assert [p.question for p in demo] == [p.problem.question for p in datasets.load("gsm8k", 2, 1)]
+    assert demo[0].answer == "3"
