@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from sgl_specreason.trace import BASE, DRAFT
+from sgl_specreason.trace import BASE, DRAFT, Totals
 
 
 def read_records(path: Path) -> List[dict]:
@@ -32,27 +32,25 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else None
 
 
+def merged_totals(records: Sequence[dict]) -> Totals:
+    totals = Totals()
+    for record in records:
+        totals.merge(Totals.from_dict(record["totals"]))
+    return totals
+
+
 def per_token_costs(records: Sequence[dict]) -> dict:
     """Measured server seconds per generated token of each model, and per judge call, from
     every record of the run (judge calls left out of the base model's decode time)."""
-    seconds = {DRAFT: 0.0, BASE: 0.0}
-    tokens = {DRAFT: 0, BASE: 0}
-    judge_s, judges = 0.0, 0
-    for record in records:
-        calls = [c for s in record["steps"] for c in s["calls"]]
-        if record.get("answer_call"):
-            calls.append(record["answer_call"])
-        for call in calls:
-            if call["kind"] == "judge":
-                judge_s += call["latency_s"]
-                judges += 1
-            else:
-                seconds[call["role"]] += call["latency_s"]
-                tokens[call["role"]] += call["completion_tokens"]
+    totals = merged_totals(records)
+
+    def seconds(ms):
+        return None if ms is None else ms / 1000
+
     return {
-        "draft_s_per_token": seconds[DRAFT] / tokens[DRAFT] if tokens[DRAFT] else None,
-        "base_s_per_token": seconds[BASE] / tokens[BASE] if tokens[BASE] else None,
-        "judge_s": judge_s / judges if judges else None,
+        "draft_s_per_token": seconds(totals.ms_per_token(DRAFT)),
+        "base_s_per_token": seconds(totals.ms_per_token(BASE)),
+        "judge_s": totals.judge_s_mean,
     }
 
 
@@ -78,18 +76,12 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: O
     walls = [r["wall_s"] for r in records]
     wall = _mean(walls)
     analytic = _mean([analytic_latency(r, costs) for r in records])
-    totals = [r["totals"] for r in records]
-    judged = sum(t["judged_steps"] for t in totals)
-    accepted = sum(t["accepted_steps"] for t in totals)
+    totals = merged_totals(records)
     histogram = [0] * 10
     for r in records:
         for step in r["steps"]:
             if step["score"] is not None:
                 histogram[min(9, max(0, int(step["score"])))] += 1
-
-    def ratio(role):
-        prompt = sum(t["prompt_tokens"].get(role, 0) for t in totals)
-        return sum(t["cached_tokens"].get(role, 0) for t in totals) / prompt if prompt else None
 
     return {
         "dataset": dataset, "mode": mode, "problems": n, "samples": len(records),
@@ -98,12 +90,12 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: O
         "speedup": (base_wall / wall) if base_wall and wall else None,
         "analytic_s_per_problem": analytic,
         "analytic_speedup": (base_analytic / analytic) if base_analytic and analytic else None,
-        "acceptance_rate": accepted / judged if judged else None,
+        "acceptance_rate": totals.acceptance_rate,
         "judge_histogram": histogram,
-        "draft_tokens": sum(t["draft_tokens"] for t in totals),
-        "base_tokens": sum(t["base_tokens"] for t in totals),
-        "judge_calls": sum(t["judge_calls"] for t in totals),
-        "cache_hit_draft": ratio(DRAFT), "cache_hit_base": ratio(BASE),
+        "draft_tokens": totals.draft_tokens,
+        "base_tokens": totals.base_tokens,
+        "judge_calls": totals.judge_calls,
+        "cache_hit_draft": totals.cache_hit_ratio(DRAFT), "cache_hit_base": totals.cache_hit_ratio(BASE),
         "errors": sum(1 for r in records if r.get("error")),
     }
 

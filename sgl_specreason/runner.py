@@ -191,7 +191,7 @@ def summary(results: Sequence[ProblemResult], mode: str, task: str, latency: flo
             "cache_hit_ratio": {role: totals.cache_hit_ratio(role) for role in (DRAFT, BASE)},
             "server_s": totals.server_s,
             "ms_per_token": {role: totals.ms_per_token(role) for role in (DRAFT, BASE)},
-            "judge_s_mean": totals.judge_s / totals.judge_calls if totals.judge_calls else None,
+            "judge_s_mean": totals.judge_s_mean,
             "wall_s_per_problem": (sum(r.wall_s for r in results) / len(results)) if results else None,
         },
     }

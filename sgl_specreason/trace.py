@@ -86,6 +86,16 @@ class Totals:
         prompt = self.prompt_tokens.get(role, 0)
         return self.cached_tokens.get(role, 0) / prompt if prompt else None
 
+    @property
+    def judge_s_mean(self) -> Optional[float]:
+        return self.judge_s / self.judge_calls if self.judge_calls else None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Totals":
+        """Back from ``to_dict`` (a results line); the derived entries are recomputed."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
     def ms_per_token(self, role: str) -> Optional[float]:
         """Server time per generated token of a role, judge calls left out (includes the
         prefill of each step's new prompt tokens, as a real run pays it)."""
@@ -131,7 +141,7 @@ class Totals:
         out["acceptance_rate"] = self.acceptance_rate
         out["cache_hit_ratio"] = {role: self.cache_hit_ratio(role) for role in (DRAFT, BASE)}
         out["ms_per_token"] = {role: self.ms_per_token(role) for role in (DRAFT, BASE)}
-        out["judge_s_mean"] = self.judge_s / self.judge_calls if self.judge_calls else None
+        out["judge_s_mean"] = self.judge_s_mean
         return out
 
 
