@@ -13,7 +13,9 @@ from typing import Dict, List, Optional, Sequence
 from sgl_specreason.trace import BASE, DRAFT, Totals
 
 
-def read_records(path: Path) -> List[dict]:
+def read_records(path: Path, require: str = "mode") -> List[dict]:
+    """The JSON lines of ``path`` that have the field ``require`` (summary lines have not); a
+    line torn by a killed run is skipped."""
     records = []
     if not path.exists():
         return records
@@ -22,7 +24,7 @@ def read_records(path: Path) -> List[dict]:
             record = json.loads(line)
         except ValueError:
             continue  # a line torn by a killed run
-        if "mode" in record:
+        if require in record:
             records.append(record)
     return records
 

@@ -2,6 +2,7 @@
 
     python -m eval --dataset gsm8k --num-questions 50 --modes base draft specreason \\
         --thresholds 6.7 7 --score-methods average greedy --k 1
+    python -m eval --modes base specreason-greedy-7 specreason-likelihood-min-2   # chosen judges
 
 Every mode sees the same problems, token budget and sampling settings, against the same two
 runtimes, one mode after the other. Each finished (problem, sample, mode) record is appended at
@@ -27,9 +28,10 @@ from sgl_specreason.cli import (
     _add_runtime_flags,
     config_from_args,
     guarded,
+    positive_int,
     runtime_options,
 )
-from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import Monitor, open_runtimes, run_problems
@@ -56,11 +58,25 @@ def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Seque
         elif name == "specreason":
             for method in methods:
                 for threshold in thresholds:
-                    c = cfg.replace(score_method=method, threshold=threshold)
-                    modes.append(Mode(f"specreason-{method}-{threshold:g}", "specreason", c))
+                    modes.append(_specreason_mode(method, threshold, cfg))
+        elif name.startswith("specreason-"):  # one judge: specreason-METHOD-THRESHOLD
+            method, _, threshold = name[len("specreason-"):].rpartition("-")
+            try:
+                modes.append(_specreason_mode(method, float(threshold), cfg))
+            except (ValueError, SpecReasonError):
+                raise SpecReasonError(
+                    f"bad mode {name!r}: write specreason-METHOD-THRESHOLD with METHOD one of "
+                    f"{', '.join(SCORE_METHODS)} and THRESHOLD in 0..10, e.g. specreason-average-6.7"
+                ) from None
         else:
-            raise SpecReasonError(f"unknown mode {name!r}: use base, draft and/or specreason")
+            raise SpecReasonError(f"unknown mode {name!r}: use base, draft, specreason "
+                                  f"(with --score-methods and --thresholds) or specreason-METHOD-THRESHOLD")
     return modes
+
+
+def _specreason_mode(method: str, threshold: float, cfg: SpecReasonConfig) -> Mode:
+    c = cfg.replace(score_method=method, threshold=threshold)
+    return Mode(f"specreason-{method}-{threshold:g}", "specreason", c)
 
 
 def record_key(record: dict) -> tuple:
@@ -137,10 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-questions", type=int, default=10)
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--seed-data", type=int, default=0, help="seed of the choice shuffling")
-    parser.add_argument("--k", type=int, default=1, help="samples per problem (pass@1 is their mean)")
+    parser.add_argument("--k", type=positive_int, default=1, help="samples per problem (pass@1 is their mean)")
     parser.add_argument("--modes", nargs="+", default=["base", "draft", "specreason"])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[7.0])
-    parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=("greedy", "average"))
+    parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=SCORE_METHODS)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--result-file", type=Path, default=Path("results/eval.jsonl"))
     parser.add_argument("--report-dir", type=Path, default=Path("results/report"))
@@ -153,9 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.command = "eval"
-    if args.k < 1:
-        print("error: --k must be at least 1", file=sys.stderr)
-        return 2
     return guarded(lambda: run(args), "interrupted; local runtimes stopped, finished records "
                                       "kept: rerun the same command to go on")
 

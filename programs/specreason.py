@@ -11,8 +11,8 @@ import time
 
 import sglang as sgl
 
-from sgl_specreason.calls import call, gen_result, recording
-from sgl_specreason.scoring import score_from_meta
+from sgl_specreason.calls import call, gen_result, recording, step_spans
+from sgl_specreason.scoring import PAPER_METHODS, score_reply
 from sgl_specreason.stopping import FINISHED, clean_step, stop_reason
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
@@ -37,12 +37,15 @@ def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_):
 
 
 @sgl.function
-def judge_steps(s, prefix, continuations, top_logprobs):
-    """One score token per candidate: ``prefix`` (problem and kept steps) is shared, each
-    continuation adds one candidate step and the judge's question. One prefill, one token each."""
+def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None):
+    """One reply per candidate: ``prefix`` (problem and kept steps) is shared, each continuation
+    adds one candidate step (and, for the paper's judge, its question). One prefill, one token
+    each; ``logprob_start`` (a token index) also returns the prompt's log-probabilities from
+    there, which the likelihood judges read."""
     s += prefix
     score = sgl.gen("score", max_tokens=1, temperature=0, return_logprob=True,
-                    top_logprobs_num=top_logprobs, return_text_in_logprobs=True)
+                    top_logprobs_num=top_logprobs, return_text_in_logprobs=True,
+                    logprob_start_len=logprob_start)
     if len(continuations) == 1:
         s += continuations[0] + score
         return [gen_result(s, "score")[1]]
@@ -119,16 +122,24 @@ def _drafted_step(draft, base, q, steps, choices, cfg):
                   num_drafts=cfg.num_drafts, max_step_tokens=cfg.step_max_tokens,
                   temp=cfg.draft_temperature, top_p_=cfg.top_p)
     prefix = base.template.reasoning(q, steps, choices)
-    judge_prompts = [base.template.judge(q, steps + [clean_step(text)], choices) for text, _ in drafts]
+    candidates = [clean_step(text) for text, _ in drafts]
+    if cfg.score_method in PAPER_METHODS:  # asked for a 0-9 score
+        prompts = [base.template.judge(q, steps + [c], choices) for c in candidates]
+        start, lengths = None, [None] * len(drafts)
+    else:  # the step's own log-probabilities, read from one prefill of it
+        prompts = [base.template.reasoning(q, steps + [c], choices) for c in candidates]
+        start, lengths = step_spans(base.backend, prefix, candidates)
     verdicts = call(judge_steps, base.backend, prefix=prefix,
-                    continuations=[p[len(prefix):] for p in judge_prompts],
-                    top_logprobs=cfg.judge_top_logprobs)
-    scores = [score_from_meta(v, cfg.score_method) for v in verdicts]
+                    continuations=[p[len(prefix):] for p in prompts],
+                    top_logprobs=cfg.judge_top_logprobs,
+                    logprob_start=None if start is None else max(start - 1, 0))
+    scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
     best = max(range(len(drafts)), key=lambda i: scores[i].value)
     text, meta = drafts[best]
     tokens = meta.get("completion_tokens", 0)
     return Step(len(steps), DRAFT, clean_step(text), tokens, draft_text=text, draft_tokens=tokens,
                 score=scores[best].value, score_digits=scores[best].digits,
+                score_signals=scores[best].signals,
                 draft_scores=[sc.value for sc in scores],
                 calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                 + [Call.from_meta(BASE, "judge", v) for v in verdicts])

@@ -13,7 +13,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import List, Optional
 
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
@@ -146,6 +146,11 @@ class Endpoint(RuntimeEndpoint):
     def flush_cache(self):
         """Empty the runtime's radix cache (SGLang answers in plain text)."""
         self.request("/flush_cache", {}, method="POST", parse=False)
+
+    def tokenize(self, texts: List[str]) -> List[List[int]]:
+        """Token ids of each text as the runtime's ``/generate`` would see them."""
+        reply = self.request("/tokenize", {"prompt": list(texts), "add_special_tokens": True})
+        return reply["tokens"]
 
     def health(self, timeout: float = 10.0) -> bool:
         """True when the runtime answers ``/health`` in time."""

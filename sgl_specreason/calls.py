@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from sgl_specreason.answers import extract_answer, is_correct
 from sgl_specreason.errors import RuntimeCallError
@@ -45,6 +45,19 @@ def gen_result(state, name: str) -> Tuple[str, dict]:
             raise error
         raise RuntimeCallError(f"gen {name!r} produced no result and no error")
     return executor.variables[name], executor.meta_info.get(name) or {}
+
+
+def step_spans(backend, prefix: str, steps: Sequence[str]) -> Tuple[int, List[int]]:
+    """Where candidate steps start after ``prefix`` in the runtime's tokens, and how many tokens
+    each takes: what a likelihood judge needs to read the steps' own log-probabilities. The start
+    is where ``prefix`` and every ``prefix + step`` stop sharing tokens (a step's first characters
+    can merge with the prefix's last token)."""
+    ids = backend.tokenize([prefix] + [prefix + step for step in steps])
+    start = len(ids[0])
+    for other in ids[1:]:
+        start = min(start, next((i for i, (a, b) in enumerate(zip(ids[0], other)) if a != b),
+                                min(len(ids[0]), len(other))))
+    return start, [len(other) - start for other in ids[1:]]
 
 
 def call(program, backend, **arguments):

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sgl_specreason.errors import ConfigError
-
-SCORE_METHODS = ("greedy", "average")
+from sgl_specreason.scoring import SCORE_METHODS
 
 
 def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
@@ -37,7 +36,11 @@ class SpecReasonConfig:
     #: accept a drafted step when its judge score is >= threshold (0 accepts every step,
     #: 10 accepts none: the base model then writes every step).
     threshold: float = 7.0
-    #: "greedy": the judge's sampled digit; "average": expected digit under the top-k digits.
+    #: how the base model judges a step (all on a 0..10 scale, higher is better):
+    #: "greedy": the judge's sampled digit; "average": expected digit under the top-k digits
+    #: (the paper's prompt); "likelihood", "likelihood-min", "likelihood-numbers": 10 + the
+    #: base model's log-prob (nats) of the step's tokens on average, of its worst 3-token
+    #: window, or of its worst token holding a digit (one prefill of the step, no question).
     score_method: str = "greedy"
     #: stop once the kept steps' output tokens reach this many.
     token_budget: int = 8192

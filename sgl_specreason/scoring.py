@@ -1,10 +1,21 @@
-"""Turning the judge's one-token answer into a step score."""
+"""Turning the base model's reply into a step score (0..10, higher is better).
+
+Two kinds of signal, both from one prefill of the new step on the base runtime:
+
+- the paper's judge: the base model is asked for a 0-9 score and answers one token; *greedy*
+  takes that token, *average* the expected digit under its top-k distribution;
+- the likelihood judge: the base model's own log-probabilities of the drafted step's tokens
+  (``input_token_logprobs``), as ``10 + log-prob`` (nats, clipped to 0..10) of the mean over
+  the whole step (*likelihood*), of its worst window of a few tokens (*likelihood-min*), or of
+  its worst token that holds a digit (*likelihood-numbers*: arithmetic slips live in numbers).
+  A threshold of 6 then reads "log-prob at least -4", i.e. probability at least 1.8 %.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
@@ -15,6 +26,8 @@ class JudgeScore:
     token: str
     #: probability of each digit among the top-k entries, renormalised over the digits
     digits: Dict[int, float] = field(default_factory=dict)
+    #: every signal the reply carried, by method name (the paper's or the likelihood ones)
+    signals: Dict[str, float] = field(default_factory=dict)
 
 
 def _digit(text: str):
@@ -81,4 +94,68 @@ def score_from_meta(meta_info: dict, method: str) -> JudgeScore:
             "top_logprobs_num>0 and return_text_in_logprobs=True?"
         ) from e
     token = produced[2] if produced[2] is not None else ""
-    return score_step(token, [(entry[0], entry[2] or "") for entry in top], method)
+    entries = [(entry[0], entry[2] or "") for entry in top]
+    signals = {m: float(score_step(token, entries, m).value) for m in ("greedy", "average")}
+    score = score_step(token, entries, method)
+    return JudgeScore(score.value, score.token, score.digits, signals)
+
+
+PAPER_METHODS = ("greedy", "average")
+LIKELIHOOD_METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
+SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
+
+#: tokens in the window of ``likelihood-min``
+WINDOW = 3
+
+
+def _scaled(logprob: float) -> float:
+    """A log-prob (nats) as a 0..10 score: ``10 + logprob``, clipped."""
+    return min(10.0, max(0.0, 10.0 + logprob))
+
+
+def likelihood_signals(entries: Sequence[Tuple[float, str]], window: int = WINDOW) -> Dict[str, float]:
+    """Scores of a step from its tokens' ``(log-prob, text)``.
+
+    >>> lp = [(math.log(0.9), "He"), (math.log(0.9), " pays"), (math.log(0.9), " 1"),
+    ...       (math.log(0.01), "7"), (math.log(0.9), ".")]
+    >>> {k: round(v, 2) for k, v in likelihood_signals(lp, window=2).items()}
+    {'likelihood': 8.99, 'likelihood-min': 7.64, 'likelihood-numbers': 5.39}
+    """
+    lps = [lp for lp, _ in entries]
+    if not lps:  # an empty step: nothing worth keeping
+        return {method: 0.0 for method in LIKELIHOOD_METHODS}
+    width = min(window, len(lps))
+    worst = min(sum(lps[i:i + width]) / width for i in range(len(lps) - width + 1))
+    digits = [lp for lp, text in entries if any(ch.isdigit() for ch in text)]
+    return {
+        "likelihood": _scaled(sum(lps) / len(lps)),
+        "likelihood-min": _scaled(worst),
+        # a step without numbers has nothing to check there: its worst window stands in
+        "likelihood-numbers": _scaled(min(digits)) if digits else _scaled(worst),
+    }
+
+
+def step_token_logprobs(meta_info: dict, count: int) -> List[Tuple[float, str]]:
+    """The first ``count`` scored prompt tokens of a reply asked with ``logprob_start_len`` one
+    token before the step (SGLang gives no log-prob for the first position it reports)."""
+    entries = meta_info.get("input_token_logprobs")
+    if not entries:
+        raise ValueError("the judge's reply carries no input logprobs; was it asked with "
+                         "return_logprob=True and logprob_start_len >= 0?")
+    return [(e[0], e[2] or "") for e in entries[1:1 + count] if e[0] is not None]
+
+
+def score_reply(meta_info: dict, method: str, step_tokens: Optional[int] = None) -> JudgeScore:
+    """The score of ``method`` from a judge reply; ``step_tokens`` (the drafted step's length in
+    base-model tokens) is needed for the likelihood methods."""
+    if method in ("greedy", "average"):
+        return score_from_meta(meta_info, method)
+    if method not in LIKELIHOOD_METHODS:
+        raise ValueError(f"unknown score method {method!r}")
+    if step_tokens is None:
+        raise ValueError(f"score method {method!r} needs the step's token count")
+    signals = likelihood_signals(step_token_logprobs(meta_info, step_tokens))
+    produced = (meta_info.get("output_token_logprobs") or [[None, None, ""]])[0]
+    return JudgeScore(value=signals.get(method, 0.0), token=produced[2] or "", signals=signals)
+
+

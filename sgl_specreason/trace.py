@@ -49,6 +49,8 @@ class Step:
     score: Optional[float] = None
     #: judge's digit distribution (digit -> probability)
     score_digits: Dict[int, float] = field(default_factory=dict)
+    #: every score the judge's reply gave, by method ("average", "likelihood-min", ...)
+    score_signals: Dict[str, float] = field(default_factory=dict)
     #: every draft's score when several were forked
     draft_scores: List[float] = field(default_factory=list)
     base_text: Optional[str] = None

@@ -45,3 +45,17 @@ def test_replace_validates_and_rejects_unknown_fields():
 def test_temperature_per_role():
     cfg = SpecReasonConfig(draft_temperature=0.3, base_temperature=0.9)
     assert cfg.temperature("draft") == 0.3 and cfg.temperature("base") == 0.9
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["demo"], ("likelihood-numbers", 6.0)),  # the local CPU pair: the measured judge
+    (["run", "--data-path", "x.jsonl", "--threshold", "5"], ("likelihood-numbers", 5.0)),
+    (["demo", "--score-method", "average"], ("average", 6.0)),
+    (["solve", "q", "--base-url", "http://gpu:30000", "--draft-url", "http://gpu:30001"], ("greedy", 7.0)),
+    (["demo", "--base-model", "/models/QwQ-32B"], ("greedy", 7.0)),  # other models: the paper's
+])
+def test_cli_judge_defaults_depend_on_the_runtimes(argv, expected):
+    from sgl_specreason.cli import build_parser, config_from_args
+
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert (cfg.score_method, cfg.threshold) == expected

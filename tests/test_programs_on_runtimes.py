@@ -10,9 +10,10 @@ import pytest
 
 from programs import reason, specreason
 from sgl_specreason.backend import Endpoint
-from sgl_specreason.calls import Role
+from sgl_specreason.calls import Role, step_spans
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import make_problem
+from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS
 from sgl_specreason.runner import Monitor, run_problems
 from sgl_specreason.trace import BASE, DRAFT
 
@@ -86,6 +87,61 @@ def test_first_steps_from_the_base_are_not_judged(roles):
     assert all(s.score is None and s.draft_text is None for s in first)
     if len(result.steps) > 2:
         assert result.steps[2].source == DRAFT and result.steps[2].score is not None
+
+
+def test_step_spans_agree_with_the_runtimes_own_token_count(roles):
+    base = roles[BASE]
+    prefix = base.template.reasoning(QUESTION, ["Tom has 3 apples."])
+    steps = ["He buys 2 more, so 3 + 2 = 5.", "So the answer is 5."]
+    start, lengths = step_spans(base.backend, prefix, steps)
+    prefix_ids = base.backend.tokenize([prefix])[0]
+    assert len(prefix_ids) - 1 <= start <= len(prefix_ids)
+    for step, length in zip(steps, lengths):
+        reply = base.backend.request("/generate", {"text": prefix + step, "sampling_params": {"max_new_tokens": 1}})
+        assert reply["meta_info"]["prompt_tokens"] == start + length
+
+
+@pytest.mark.parametrize("method", LIKELIHOOD_METHODS)
+def test_likelihood_judge_reads_the_steps_log_probs_from_one_prefill(roles, method):
+    result = solve(roles, threshold=0, score_method=method, token_budget=48, step_max_tokens=12)
+    assert len(result.steps) >= 2
+    for step in result.steps:
+        assert set(step.score_signals) == set(LIKELIHOOD_METHODS), (step.text, step.draft_tokens)
+        assert step.score == step.score_signals[method] and 0 <= step.score <= 10
+        assert [c.kind for c in step.calls] == ["draft", "judge"]
+    for step in result.steps[1:]:  # the first judge call also prefills the problem
+        judge = step.calls[1]
+        # only the drafted step is new to the base runtime, plus a few boundary tokens: the
+        # separators, the one token before the step (its log-prob is read from there), and the
+        # last prompt token, which the radix cache does not keep
+        assert judge.prompt_tokens - judge.cached_tokens <= step.draft_tokens + 5, judge
+
+
+def test_likelihood_threshold_ten_rejects_and_the_base_writes(roles):
+    result = solve(roles, threshold=10, score_method="likelihood", token_budget=24)
+    assert all(step.source == BASE and step.score < 10 for step in result.steps)
+
+
+def test_judge_benchmark_scores_pairs_reports_and_resumes(roles, tmp_path, capsys):
+    from eval.judge_bench import main as bench_main
+
+    argv = ["--num-problems", "1", "--kinds", "result", "operation", "--out-dir", str(tmp_path),
+            "--base-url", roles[BASE].backend.base_url]
+    assert bench_main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "judge_records.jsonl").read_text().splitlines()]
+    assert sorted((r["kind"], r["variant"]) for r in records) == [
+        ("operation", "corrupted"), ("operation", "original"), ("result", "corrupted"), ("result", "original")]
+    for r in records:
+        assert set(r["scores"]) == set(SCORE_METHODS)
+        assert r["cost"]["likelihood"]["new_tokens"] < r["cost"]["paper"]["new_tokens"]  # no question to prefill
+    rows = [json.loads(line) for line in (tmp_path / "judge_report.jsonl").read_text().splitlines()]
+    assert [row["method"] for row in rows[:-1]] == list(SCORE_METHODS)
+    assert all(row["pairs"] == 2 and 0 <= row["auroc"] <= 1 for row in rows[:-1])
+    assert (tmp_path / "judge_scores.png").stat().st_size > 0
+    capsys.readouterr()
+    assert bench_main(argv) == 0  # everything judged already: nothing is asked again
+    assert "0 steps to judge, 4 done before" in capsys.readouterr().out
+    assert len((tmp_path / "judge_records.jsonl").read_text().splitlines()) == 4
 
 
 def test_several_drafts_are_forked_and_judged_together(roles):

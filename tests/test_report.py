@@ -88,3 +88,13 @@ def test_modes_expand_thresholds_and_methods():
     assert modes[2].cfg.threshold == 7 and modes[2].cfg.score_method == "average"
     with pytest.raises(SpecReasonError, match="unknown mode 'fast'"):
         plan_modes(["fast"], [7], ["greedy"], SpecReasonConfig())
+
+
+def test_modes_name_one_judge_each():
+    modes = plan_modes(["draft", "specreason-likelihood-numbers-5.5", "specreason-greedy-7"], [1], ["average"],
+                       SpecReasonConfig())
+    assert [m.label for m in modes] == ["draft", "specreason-likelihood-numbers-5.5", "specreason-greedy-7"]
+    assert (modes[1].cfg.score_method, modes[1].cfg.threshold) == ("likelihood-numbers", 5.5)
+    for bad in ("specreason-vibes-5", "specreason-greedy-11", "specreason-average"):
+        with pytest.raises(SpecReasonError, match="write specreason-METHOD-THRESHOLD"):
+            plan_modes([bad], [7], ["greedy"], SpecReasonConfig())

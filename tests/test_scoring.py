@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from sgl_specreason.scoring import digit_distribution, score_from_meta, score_step
+from sgl_specreason.scoring import (
+    digit_distribution,
+    likelihood_signals,
+    score_from_meta,
+    score_reply,
+    score_step,
+    step_token_logprobs,
+)
 
 
 def lp(p):
@@ -71,3 +78,48 @@ def test_score_from_meta_reads_sglang_logprob_layout():
 def test_score_from_meta_without_logprobs_explains_what_is_missing():
     with pytest.raises(ValueError, match="return_logprob"):
         score_from_meta({"completion_tokens": 1}, "greedy")
+
+
+# -- the likelihood judges ------------------------------------------------------------------------
+
+def entries(*pairs):
+    return [(lp(p), text) for p, text in pairs]
+
+
+def test_likelihood_scores_are_ten_plus_log_prob_of_mean_worst_window_and_worst_number():
+    step = entries((0.9, "She"), (0.8, " pays"), (0.5, " 1"), (0.02, "7"), (0.9, " dollars"))
+    s = likelihood_signals(step, window=2)
+    logs = [lp(p) for p in (0.9, 0.8, 0.5, 0.02, 0.9)]
+    assert s["likelihood"] == pytest.approx(10 + sum(logs) / 5)
+    assert s["likelihood-min"] == pytest.approx(10 + (lp(0.5) + lp(0.02)) / 2)
+    assert s["likelihood-numbers"] == pytest.approx(10 + lp(0.02))
+
+
+def test_likelihood_scores_clip_to_zero_ten_and_handle_short_steps_without_numbers():
+    s = likelihood_signals(entries((1e-9, "Hmm")))
+    assert s == {"likelihood": 0.0, "likelihood-min": 0.0, "likelihood-numbers": 0.0}
+    s = likelihood_signals([(0.0, "So"), (-1.0, " we")], window=3)  # shorter than the window
+    assert s["likelihood-min"] == pytest.approx(9.5) == s["likelihood-numbers"]
+    assert likelihood_signals([]) == {"likelihood": 0.0, "likelihood-min": 0.0, "likelihood-numbers": 0.0}
+
+
+def test_step_token_logprobs_skip_the_position_before_the_step():
+    meta = {"input_token_logprobs": [[None, 46, ">"], [-0.5, 1, "Jan"], [-1.5, 2, "et"], [-0.1, 3, "\n\n"]]}
+    assert step_token_logprobs(meta, 2) == [(-0.5, "Jan"), (-1.5, "et")]
+    with pytest.raises(ValueError, match="no input logprobs"):
+        step_token_logprobs({}, 2)
+
+
+def test_score_reply_picks_the_method_and_keeps_every_signal():
+    meta = {"input_token_logprobs": [[None, 0, "x"], [-0.2, 1, " 4"], [-3.0, 2, "2"]],
+            "output_token_logprobs": [[-0.1, 5, "\n"]]}
+    score = score_reply(meta, "likelihood-numbers", step_tokens=2)
+    assert score.value == pytest.approx(7.0)
+    assert set(score.signals) == {"likelihood", "likelihood-min", "likelihood-numbers"}
+    paper = {"output_token_logprobs": [[lp(0.6), 1, "9"]], "output_top_logprobs": [[[lp(0.6), 1, "9"], [lp(0.4), 2, "7"]]]}
+    score = score_reply(paper, "average")
+    assert score.value == pytest.approx(8.2) and score.signals == pytest.approx({"greedy": 9, "average": 8.2})
+    with pytest.raises(ValueError, match="needs the step's token count"):
+        score_reply(meta, "likelihood")
+    with pytest.raises(ValueError, match="unknown score method"):
+        score_reply(meta, "vibes")

@@ -1,0 +1,270 @@
+"""How well does the base model tell a correct reasoning step from a corrupted one?
+
+    python -m eval.judge_bench --num-problems 40                 # local CPU base runtime
+    python -m eval.judge_bench --base-url http://gpu1:30000 --num-problems 200
+    sgl-specreason judge-bench ...                               # the same
+
+For each pair of ``eval.corrupt`` (a GSM8K reference step and its twin with one error, on the
+same prefix) every judge method scores both steps on the base runtime, the way SpecReason's
+program asks it: the paper's question (one token, top-k digits: ``greedy`` and ``average``) and
+one prefill of the step with its log-probabilities (the ``likelihood`` methods). The report gives
+per method the AUROC of original against corrupted, the acceptance of each at each threshold,
+the threshold that separates them best, histograms, and what each judge call cost (new prompt
+tokens after the radix cache, server time). Each scored step is appended to the records file at
+once; rerunning the same command goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import jsonlines
+import numpy as np
+
+from eval.corrupt import KINDS, Pair, gsm8k_problems, make_pairs
+from eval.report import read_records
+from programs import judge_steps
+from sgl_specreason.calls import call, step_spans
+from sgl_specreason.cli import (
+    _add_config_flags,
+    _add_runtime_flags,
+    config_from_args,
+    guarded,
+    positive_int,
+    runtime_options,
+)
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.runner import open_runtimes
+from sgl_specreason.scoring import LIKELIHOOD_METHODS, PAPER_METHODS, SCORE_METHODS, score_reply
+from sgl_specreason.trace import BASE
+
+#: thresholds the acceptance table shows (all methods score on 0..10)
+THRESHOLDS = (3, 4, 5, 6, 6.5, 7, 7.5, 8, 8.5, 9)
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> Optional[float]:
+    """Probability that a random positive scores above a random negative (ties count half):
+    0.5 is a judge that cannot tell them apart, 1.0 a perfect one.
+
+    >>> auroc([3, 4, 5], [1, 2, 3])
+    0.9444444444444444
+    >>> auroc([9, 9], [9, 9])
+    0.5
+    """
+    if not len(positive) or not len(negative):
+        return None
+    pos, neg = np.asarray(positive, float)[:, None], np.asarray(negative, float)[None, :]
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
+
+
+def best_threshold(positive: Sequence[float], negative: Sequence[float]) -> Dict[str, float]:
+    """The cut that maximises (originals accepted) - (corrupted accepted), Youden's J.
+
+    >>> best_threshold([5, 6, 7], [1, 2, 6])
+    {'threshold': 5.0, 'accept_original': 1.0, 'accept_corrupted': 0.3333333333333333}
+    """
+    pos, neg = np.asarray(positive, float), np.asarray(negative, float)
+    best = None
+    for cut in np.unique(np.concatenate([pos, neg])):
+        tpr, fpr = float((pos >= cut).mean()), float((neg >= cut).mean())
+        if best is None or tpr - fpr > best[1] - best[2]:
+            best = (float(cut), tpr, fpr)
+    return {"threshold": best[0], "accept_original": best[1], "accept_corrupted": best[2]}
+
+
+def threshold_keeping(positive: Sequence[float], negative: Sequence[float], share: float) -> Dict[str, float]:
+    """The highest cut that still accepts ``share`` of the originals (a false rejection costs a
+    base-model step, a false acceptance costs accuracy), and what it accepts of each.
+
+    >>> threshold_keeping([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [1, 1, 2], 0.9)["threshold"]
+    2.0
+    """
+    pos, neg = np.sort(np.asarray(positive, float)), np.asarray(negative, float)
+    cut = float(pos[int(np.floor((1 - share) * len(pos) + 1e-9))])
+    return {"threshold": cut, "accept_original": float((pos >= cut).mean()),
+            "accept_corrupted": float((neg >= cut).mean())}
+
+
+def _call_cost(meta: dict) -> dict:
+    prompt, cached = int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0)
+    return {"prompt_tokens": prompt, "cached_tokens": cached, "new_tokens": prompt - cached,
+            "server_s": float(meta.get("e2e_latency") or 0.0)}
+
+
+def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> dict:
+    """Every method's score of one step of a pair (``variant`` "original" or "corrupted"):
+    one call with the paper's question, one prefill of the step for the likelihood judges."""
+    step = getattr(pair, variant)
+    q, template = pair.question, base.template
+    prefix = template.reasoning(q, pair.steps)
+    paper = call(judge_steps, base.backend, prefix=prefix,
+                 continuations=[template.judge(q, pair.steps + [step])[len(prefix):]],
+                 top_logprobs=cfg.judge_top_logprobs)[0]
+    start, (length,) = step_spans(base.backend, prefix, [step])
+    own = call(judge_steps, base.backend, prefix=prefix,
+               continuations=[template.reasoning(q, pair.steps + [step])[len(prefix):]],
+               top_logprobs=1, logprob_start=max(start - 1, 0))[0]
+    scores = {m: score_reply(paper, m).value for m in PAPER_METHODS}
+    scores.update(score_reply(own, LIKELIHOOD_METHODS[0], length).signals)
+    return {"pair": pair.id, "problem_id": pair.problem_id, "kind": pair.kind, "variant": variant,
+            "step": step, "step_tokens": length, "scores": scores,
+            "digits": {str(d): p for d, p in score_reply(paper, "average").digits.items()},
+            "cost": {"paper": _call_cost(paper), "likelihood": _call_cost(own)}}
+
+
+def build_report(records: List[dict], methods: Sequence[str] = SCORE_METHODS) -> dict:
+    """Per method: AUROC (overall and per corruption kind), acceptance at THRESHOLDS, the best
+    cut; per prompt kind: mean new tokens and server time of a judge call."""
+    pairs = {}
+    for r in records:
+        pairs.setdefault(r["pair"], {})[r["variant"]] = r
+    complete = [p for p in pairs.values() if "original" in p and "corrupted" in p]
+    rows = []
+    for method in methods:
+        pos = [p["original"]["scores"][method] for p in complete]
+        neg = [p["corrupted"]["scores"][method] for p in complete]
+        row = {"method": method, "pairs": len(complete), "auroc": auroc(pos, neg),
+               "mean_original": float(np.mean(pos)) if pos else None,
+               "mean_corrupted": float(np.mean(neg)) if neg else None,
+               "by_kind": {}, "accept": {}}
+        for kind in KINDS:
+            sel = [p for p in complete if p["original"]["kind"] == kind]
+            row["by_kind"][kind] = auroc([p["original"]["scores"][method] for p in sel],
+                                         [p["corrupted"]["scores"][method] for p in sel])
+        for t in THRESHOLDS:
+            row["accept"][f"{t:g}"] = [float(np.mean([s >= t for s in pos])) if pos else None,
+                                       float(np.mean([s >= t for s in neg])) if neg else None]
+        row["best"] = best_threshold(pos, neg) if pos else None
+        row["keep90"] = threshold_keeping(pos, neg, 0.9) if pos else None
+        rows.append(row)
+    cost = {}
+    for kind in ("paper", "likelihood"):
+        calls = [r["cost"][kind] for r in records]
+        cost[kind] = {key: float(np.mean([c[key] for c in calls])) if calls else None
+                      for key in ("prompt_tokens", "cached_tokens", "new_tokens", "server_s")}
+    cost["step_tokens"] = float(np.mean([r["step_tokens"] for r in records])) if records else None
+    return {"rows": rows, "cost": cost, "markdown": markdown(rows, cost)}
+
+
+def markdown(rows: List[dict], cost: dict) -> str:
+    def f(x, digits=3):
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    lines = ["| method | pairs | AUROC | " + " | ".join(f"AUROC {k}" for k in KINDS)
+             + " | mean score orig / corrupted | best cut: accepted orig / corrupted "
+             "| cut keeping 90 % of originals: corrupted accepted |",
+             "|---|---:|---:|" + "---:|" * len(KINDS) + "---|---|---|"]
+    for r in rows:
+        best, keep = r["best"] or {}, r["keep90"] or {}
+        lines.append(
+            f"| {r['method']} | {r['pairs']} | {f(r['auroc'])} | "
+            + " | ".join(f(r["by_kind"][k]) for k in KINDS)
+            + f" | {f(r['mean_original'], 2)} / {f(r['mean_corrupted'], 2)} | "
+            f"{f(best.get('threshold'), 2)}: "
+            f"{f(best.get('accept_original'), 2)} / {f(best.get('accept_corrupted'), 2)} | "
+            f"{f(keep.get('threshold'), 2)}: {f(keep.get('accept_corrupted'), 2)} |")
+    lines += ["", "Acceptance (originals / corrupted) at each threshold:", "",
+              "| method | " + " | ".join(f">= {t:g}" for t in THRESHOLDS) + " |",
+              "|---|" + "---|" * len(THRESHOLDS)]
+    for r in rows:
+        lines.append(f"| {r['method']} | " + " | ".join(
+            f"{f(a, 2)} / {f(b, 2)}" for a, b in (r["accept"][f"{t:g}"] for t in THRESHOLDS)) + " |")
+    lines += ["", "Cost of one judge call (means; new = prompt tokens not served by the radix cache):", "",
+              "| prompt | prompt tokens | cached | new | server s |", "|---|---:|---:|---:|---:|"]
+    for kind, label in (("paper", "paper's question (greedy, average)"),
+                        ("likelihood", "step only, with its log-probs (likelihood*)")):
+        c = cost[kind]
+        lines.append(f"| {label} | {f(c['prompt_tokens'], 1)} | {f(c['cached_tokens'], 1)} | "
+                     f"{f(c['new_tokens'], 1)} | {f(c['server_s'], 3)} |")
+    lines.append(f"\nJudged steps are {f(cost['step_tokens'], 1)} base-model tokens long on average.")
+    return "\n".join(lines)
+
+
+def plot(records: List[dict], rows: List[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3), squeeze=False)
+    bins = np.linspace(0, 10, 21)
+    for ax, row in zip(axes[0], rows):
+        for variant, color in (("original", "tab:green"), ("corrupted", "tab:red")):
+            values = [r["scores"][row["method"]] for r in records if r["variant"] == variant]
+            ax.hist(values, bins=bins, alpha=0.6, color=color, label=variant)
+        ax.set_title(f"{row['method']}\nAUROC {row['auroc']:.2f}" if row["auroc"] is not None
+                     else row["method"], fontsize=9)
+        ax.set_xlabel("score")
+    axes[0][0].set_ylabel("steps")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict, records: List[dict], out_dir: Path) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "judge_report.jsonl", out_dir / "judge_report.md", out_dir / "judge_scores.png"]
+    with jsonlines.open(paths[0], mode="w") as writer:
+        writer.write_all(report["rows"] + [{"cost": report["cost"]}])
+    paths[1].write_text("# Judge benchmark\n\n" + report["markdown"] + "\n", encoding="utf-8")
+    plot(records, report["rows"], paths[2])
+    return paths
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    pairs = make_pairs(gsm8k_problems(args.num_problems, args.offset), args.corruption_seed, args.kinds)
+    records_path = args.out_dir / "judge_records.jsonl"
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    done = {(r["pair"], r["variant"]) for r in read_records(records_path, "pair")}
+    todo = [(p, v) for p in pairs for v in ("original", "corrupted") if (p.id, v) not in done]
+    print(f"{len(pairs)} pairs from {args.num_problems} GSM8K problems; {len(todo)} steps to judge, "
+          f"{2 * len(pairs) - len(todo)} done before")
+    if todo:
+        with open_runtimes(runtime_options(args), cfg, (BASE,)) as roles, \
+                jsonlines.open(records_path, mode="a", flush=True) as writer:
+            base = roles[BASE]
+            started = time.perf_counter()
+            for i, (pair, variant) in enumerate(todo, 1):
+                record = judge_pair_step(base, pair, variant, cfg)
+                writer.write(record)
+                shown = " ".join(f"{m} {record['scores'][m]:.2f}" for m in SCORE_METHODS)
+                print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {pair.id} "
+                      f"{variant:<9} {shown}")
+    wanted = {p.id for p in pairs}
+    records = [r for r in read_records(records_path, "pair") if r["pair"] in wanted]
+    report = build_report(records)
+    paths = write_report(report, records, args.out_dir)
+    print("\n" + report["markdown"])
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval.judge_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-problems", type=positive_int, default=40, help="GSM8K test problems to take steps from")
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruption generator")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--out-dir", type=Path, default=Path("results/judge_bench"))
+    _add_config_flags(parser)
+    _add_runtime_flags(parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.command = "judge-bench"
+    args.parallel = 1
+    return guarded(lambda: run(args), "interrupted; the local runtime stopped, judged steps "
+                                      "kept: rerun the same command to go on")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
