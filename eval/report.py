@@ -137,7 +137,8 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
                  f"{_fmt(costs['judge_s'] and 1000 * costs['judge_s'], '.0f')} ms.")
     for r in rows:
         if any(r["judge_histogram"]):
-            lines.append(f"Judge scores {r['dataset']}/{r['mode']} (0..9): {r['judge_histogram']}")
+            lines.append(f"Judge scores {r['dataset']}/{r['mode']} (steps per bin [0,1) .. [9,10]): "
+                         f"{r['judge_histogram']}")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ from sgl_specreason.cli import (
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.problems import Problem
-from sgl_specreason.runner import Monitor, open_runtimes, run_problems
+from sgl_specreason.runner import Monitor, flush_caches, open_runtimes, run_problems
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -132,8 +132,7 @@ def run(args) -> int:
             if not todo:
                 continue
             # Every mode starts from empty radix caches: no mode profits from an earlier one.
-            for role in roles.values():
-                role.backend.flush_cache()
+            flush_caches(roles)
             monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
             started = time.perf_counter()
             run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)

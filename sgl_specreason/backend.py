@@ -2,7 +2,10 @@
 
 The frontend's HTTP calls have no timeout, so a runtime that stops answering would hang a
 program forever, and a refused connection surfaces as a bare ``URLError``. ``Endpoint`` sends
-the same requests with a deadline and turns failures into errors that name the runtime.
+the same requests with a deadline and turns failures into errors that name the runtime. What is
+safe to send again (a refused or dropped connection, an HTTP 5xx: generation has no side
+effects) is retried a bounded number of times with exponential backoff; a timeout is not (the
+runtime may still be working on it) and neither is a rejected request (HTTP 4xx).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import http.client
 import json
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import List, Optional
@@ -23,6 +27,7 @@ from sglang.lang.global_config import global_config
 from sgl_specreason.errors import (
     PromptTooLongError,
     RuntimeCallError,
+    RuntimeServerError,
     RuntimeTimeoutError,
     RuntimeUnavailableError,
 )
@@ -37,8 +42,11 @@ class Endpoint(RuntimeEndpoint):
     """
 
     def __init__(self, base_url: str, role: str = "runtime", timeout: float = 600.0,
-                 api_key: Optional[str] = None, connect_timeout: float = 30.0):
+                 api_key: Optional[str] = None, connect_timeout: float = 30.0, retries: int = 2,
+                 backoff: float = 0.5):
         BaseBackend.__init__(self)
+        self.retries = retries
+        self.backoff = backoff
         self.support_concate_and_append = True
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -59,7 +67,19 @@ class Endpoint(RuntimeEndpoint):
     def request(self, path: str, payload: Optional[dict] = None, timeout: Optional[float] = None,
                 method: Optional[str] = None, parse: bool = True):
         """GET (no payload) or POST JSON to the runtime; the decoded JSON reply (or, with
-        ``parse=False``, the reply's text: some endpoints answer in plain text)."""
+        ``parse=False``, the reply's text: some endpoints answer in plain text). Refused or
+        dropped connections and HTTP 5xx are tried again, ``retries`` times at most."""
+        for attempt in range(self.retries + 1):
+            try:
+                return self._request_once(path, payload, timeout, method, parse)
+            except (RuntimeUnavailableError, RuntimeServerError) as e:
+                if attempt == self.retries:
+                    if self.retries:
+                        raise type(e)(f"{e} (tried {self.retries + 1} times)") from e
+                    raise
+                time.sleep(self.backoff * 2 ** attempt)
+
+    def _request_once(self, path, payload, timeout, method, parse):
         url = self.base_url + path
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if self.api_key:
@@ -75,7 +95,8 @@ class Endpoint(RuntimeEndpoint):
             detail = e.read().decode("utf-8", "replace")[:500]
             if e.code == 400 and _TOO_LONG.search(detail):
                 raise PromptTooLongError(f"{where} rejected the prompt: {detail}") from None
-            raise RuntimeCallError(f"{where} answered HTTP {e.code} to {path}: {detail}") from None
+            error = RuntimeServerError if e.code >= 500 else RuntimeCallError
+            raise error(f"{where} answered HTTP {e.code} to {path}: {detail}") from None
         except (socket.timeout, TimeoutError) as e:
             raise RuntimeTimeoutError(
                 f"{where} did not answer {path} within {limit:g} s (request_timeout); "

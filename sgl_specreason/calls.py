@@ -23,11 +23,17 @@ warnings.filterwarnings("ignore", message="Error in stream_executor")
 
 @dataclass(frozen=True)
 class Role:
-    """One runtime and how to prompt the model it serves."""
+    """One runtime and how to prompt the model it serves; with ``replicas``, several runtimes
+    serving the same model, one of which each problem keeps to (its prefixes stay cached there)."""
 
     name: str  # "draft" or "base"
     backend: Any  # an SGLang backend (Endpoint / RuntimeEndpoint)
     template: ChatTemplate
+    replicas: Tuple["Role", ...] = ()
+
+    def pick(self, index: int) -> "Role":
+        """The replica for the ``index``-th problem (round robin), or this role itself."""
+        return self.replicas[index % len(self.replicas)] if self.replicas else self
 
 
 def gen_result(state, name: str) -> Tuple[str, dict]:

@@ -2,7 +2,7 @@
 
     sgl-specreason demo                      # two local CPU runtimes, a few GSM8K problems
     sgl-specreason solve "What is 17 * 23?"  # one question
-    sgl-specreason run --data-path problems.jsonl --base-url http://gpu1:30000 --draft-url ...
+    sgl-specreason batch --input problems.jsonl --base-url http://gpu1:30000 --draft-url ... (resumable)
     sgl-specreason models                    # the offline models, prepared on first use
     sgl-specreason eval --dataset gsm8k ...  # SpecReason against its baselines (python -m eval)
     sgl-specreason judge-bench ...           # how well each judge tells good steps from bad ones
@@ -22,7 +22,8 @@ import jsonlines
 
 from sgl_specreason import data, models
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
-from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.batch import ProgressMonitor, plan
+from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
 from sgl_specreason.runner import (
     MODES,
@@ -49,6 +50,7 @@ _CONFIG_HELP = {
     "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
     "seed": "sampling seed of the local runtimes",
     "request_timeout": "seconds a runtime request may take",
+    "request_retries": "times a refused, dropped or 5xx request is sent again (with backoff)",
 }
 
 
@@ -102,7 +104,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, result_file: str) -> None:
     parser.add_argument("--mode", choices=MODES, default="specreason",
                         help="specreason, or a baseline: base (base model alone), draft (draft alone)")
     parser.add_argument("--parallel", type=int, default=1, help="problems solved at once (run_batch threads)")
-    parser.add_argument("--result-file", type=Path, default=Path(result_file), help="JSONL results")
+    parser.add_argument("--result-file", "--output", type=Path, default=Path(result_file),
+                        help="JSONL results, one line per problem, appended")
     parser.add_argument("--quiet", action="store_true", help="no line per step")
     _add_config_flags(parser)
     _add_runtime_flags(parser)
@@ -119,9 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     solve = sub.add_parser("solve", help="solve one question")
     solve.add_argument("question")
     _add_run_flags(solve, "results/solve.jsonl")
-    run = sub.add_parser("run", help="solve the problems of a JSONL file (question, answer, id, choices)")
-    run.add_argument("--data-path", type=Path, required=True)
+    run = sub.add_parser("batch", aliases=["run"],
+                         help="solve the problems of a JSONL file (question, answer, id, choices); "
+                              "resumable: a rerun solves only what the results file lacks")
+    run.add_argument("--data-path", "--input", type=Path, required=True, help="problems, JSONL")
     run.add_argument("--num-questions", type=int, help="only the first N problems")
+    run.add_argument("--on-bad-line", choices=("skip", "reject"), default="skip",
+                     help="a bad input line (not JSON, no question, empty, duplicate id) is "
+                          "reported and skipped (exit code 1), or stops the batch before it starts")
     _add_run_flags(run, "results/run.jsonl")
     mdl = sub.add_parser("models", help="list the offline models; --prepare NAME installs and converts one")
     mdl.add_argument("--prepare", action="append", default=[], metavar="NAME")
@@ -176,15 +184,31 @@ def _problems(args) -> tuple[ProblemSet, str]:
     return problems, args.data_path.stem
 
 
+BATCH_COMMANDS = ("batch", "run")
+
+
 def _run(args) -> int:
     cfg = config_from_args(args)
     if args.parallel < 1:
         raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
     problems, task = _problems(args)
+    batch = args.command in BATCH_COMMANDS
+    if batch:  # resumable: only what the results file does not hold yet
+        todo, bad, done_before = plan(problems, args.result_file, args.mode)
+    else:
+        todo, bad, done_before = problems.problems, problems.bad, 0
+    for item in bad:
+        print(f"bad input: {item.error}", file=sys.stderr)
+    if bad and batch and args.on_bad_line == "reject":
+        raise InputError(f"{len(bad)} bad input line(s) in {args.data_path}, listed above; fix "
+                         f"them, or pass --on-bad-line skip to solve the others")
+    if batch:
+        print(f"{len(todo)} problems to solve, {done_before} done before in {args.result_file}"
+              + (f", {len(bad)} bad input lines skipped" if bad else ""))
+        if not todo:
+            return 1 if bad else 0
     if args.mode == "specreason":
         print(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step")
-    for bad in problems.bad:
-        print(f"skipping bad input: {bad.error}", file=sys.stderr)
     roles = (DRAFT, BASE) if args.mode == "specreason" else (args.mode,)
     args.result_file.parent.mkdir(parents=True, exist_ok=True)
     with open_runtimes(runtime_options(args), cfg, roles) as runtimes, \
@@ -192,11 +216,18 @@ def _run(args) -> int:
         for role in runtimes.values():
             print(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
                   f"(template {role.template.name})")
-        monitor = Monitor(writer, show_steps=not args.quiet)
+        if batch:
+            monitor = ProgressMonitor(writer, total=len(todo), show_steps=not args.quiet)
+        else:
+            monitor = Monitor(writer, show_steps=not args.quiet)
         started = time.perf_counter()
-        results = run_problems(problems.problems, cfg, runtimes, args.mode, monitor, args.parallel)
-        line = summary(results, args.mode, task, time.perf_counter() - started, problems.bad)
+        try:
+            results = run_problems(todo, cfg, runtimes, args.mode, monitor, args.parallel)
+        finally:
+            getattr(monitor, "close", lambda: None)()
+        line = summary(results, args.mode, task, time.perf_counter() - started, bad)
         line["other"]["config"] = cfg.to_dict()
+        line["other"]["done_before"] = done_before
         writer.write({"summary": line})
     print(f"\nSummary ({args.result_file}):")
     print_summary(line)

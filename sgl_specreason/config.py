@@ -61,6 +61,9 @@ class SpecReasonConfig:
     seed: Optional[int] = None
     #: seconds one runtime request may take before it is abandoned with an error.
     request_timeout: float = 600.0
+    #: times a request is sent again after a refused or dropped connection or an HTTP 5xx
+    #: (backoff 0.5 s, 1 s, 2 s, ...); timeouts and rejected requests are not retried.
+    request_retries: int = 2
 
     def __post_init__(self):
         _check_number("threshold", self.threshold, 0, 10)
@@ -80,6 +83,7 @@ class SpecReasonConfig:
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
         _check_number("request_timeout", self.request_timeout, 0, 86_400, lo_open=True)
+        _check_number("request_retries", self.request_retries, 0, 10, integer=True)
 
     def temperature(self, role: str) -> float:
         """Sampling temperature of the draft or base model."""

@@ -29,6 +29,10 @@ class RuntimeUnavailableError(RuntimeCallError):
     """The runtime cannot be reached (refused, reset, unknown host)."""
 
 
+class RuntimeServerError(RuntimeCallError):
+    """The runtime answered with a server error (HTTP 5xx)."""
+
+
 class RuntimeTimeoutError(RuntimeCallError):
     """The runtime accepted the request but did not answer in time."""
 

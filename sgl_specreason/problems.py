@@ -65,9 +65,11 @@ def read_jsonl(path: Union[str, Path]) -> ProblemSet:
     """Problems from a JSONL file with ``question`` (and optional ``id``, ``answer``, ``choices``).
 
     A bad line is kept as a ``BadInput`` naming the file and line; the other lines are still read.
+    Ids must be unique (results are keyed by them): a repeated id is a bad line.
     """
     path = Path(path)
     out = ProblemSet()
+    first_line = {}
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -88,6 +90,10 @@ def read_jsonl(path: Union[str, Path]) -> ProblemSet:
             out.bad.append(BadInput(where, f"{where}: no 'question' field"))
             continue
         pid = str(record.get("id", record.get("idx", lineno)))
+        if pid in first_line:
+            out.bad.append(BadInput(where, f"{where}: duplicate id {pid!r} (first on line {first_line[pid]})"))
+            continue
+        first_line[pid] = lineno
         try:
             out.problems.append(
                 make_problem(record["question"], id=pid, answer=record.get("answer"),

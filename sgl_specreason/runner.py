@@ -8,7 +8,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, TextIO
+from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import jsonlines
 from sglang.lang.global_config import global_config
@@ -17,6 +17,7 @@ from sgl_specreason import models
 from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.errors import ConfigError
 from sgl_specreason.problems import BadInput, Problem
 from sgl_specreason.runtime import LocalServer, ServerSpec, free_port
 from sgl_specreason.templates import template_for_model
@@ -49,6 +50,13 @@ class RuntimeOptions:
     base_port: Optional[int] = None
     log_dir: Path = Path("logs")
     api_key: Optional[str] = None
+    #: more ``sglang.launch_server`` flags per local server (tensor parallelism, memory fraction,
+    #: token-level speculative decoding on the base runtime, ...)
+    draft_args: Tuple[str, ...] = ()
+    base_args: Tuple[str, ...] = ()
+    #: CUDA_VISIBLE_DEVICES per local server ("0", "1,2"); None leaves it as it is
+    draft_gpus: Optional[str] = None
+    base_gpus: Optional[str] = None
 
 
 @contextmanager
@@ -68,7 +76,8 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
                 model_path=path, port=getattr(opts, f"{role}_port") or free_port(), role=role,
                 device=opts.device, dtype=getattr(opts, f"{role}_dtype"),
                 max_total_tokens=opts.max_total_tokens, threads=opts.threads, seed=cfg.seed,
-                log_dir=opts.log_dir,
+                log_dir=opts.log_dir, extra_args=list(getattr(opts, f"{role}_args")),
+                gpus=getattr(opts, f"{role}_gpus"),
             )
             server = stack.enter_context(_Starting(LocalServer(spec)))
             servers[role] = server
@@ -79,11 +88,40 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             log(f"{role} runtime ready at {server.url} "
                 f"({time.monotonic() - server.started_at:.0f} s after its start)")
         for role in roles:
-            url = getattr(opts, f"{role}_url") or servers[role].url
-            backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key)
-            template = template_for_model(backend.model_path, getattr(opts, f"{role}_template"))
-            out[role] = Role(role, backend, template)
+            urls = replica_urls(getattr(opts, f"{role}_url") or servers[role].url)
+            replicas = []
+            for url in urls:
+                backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
+                                   retries=cfg.request_retries)
+                template = template_for_model(backend.model_path, getattr(opts, f"{role}_template"))
+                replicas.append(Role(role, backend, template))
+            models_served = {r.backend.model_path for r in replicas}
+            if len(models_served) > 1:
+                raise ConfigError(f"the {role} URLs serve different models ({', '.join(sorted(models_served))}); "
+                                  f"replicas of one role must serve the same model")
+            first = replicas[0]
+            out[role] = Role(role, first.backend, first.template, tuple(replicas) if len(replicas) > 1 else ())
         yield out
+
+
+def flush_caches(roles: dict) -> None:
+    """Empty the radix cache of every runtime of every role (each replica too)."""
+    for role in roles.values():
+        for replica in role.replicas or (role,):
+            replica.backend.flush_cache()
+
+
+def replica_urls(value: str) -> List[str]:
+    """One URL, or several separated by commas (replicas of one role; an SGLang router's URL
+    counts as one).
+
+    >>> replica_urls("http://a:30000, http://b:30000")
+    ['http://a:30000', 'http://b:30000']
+    """
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError(f"no URL in {value!r}")
+    return urls
 
 
 class _Starting:
@@ -155,11 +193,12 @@ def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict
         return []
     if mode == "specreason":
         program, backend = specreason, roles[BASE].backend
-        arguments = [dict(problem=p, cfg=cfg, draft=roles[DRAFT], base=roles[BASE], monitor=monitor)
-                     for p in problems]
+        arguments = [dict(problem=p, cfg=cfg, draft=roles[DRAFT].pick(i), base=roles[BASE].pick(i),
+                          monitor=monitor) for i, p in enumerate(problems)]
     else:
         program, backend = reason, roles[mode].backend
-        arguments = [dict(problem=p, cfg=cfg, role=roles[mode], monitor=monitor) for p in problems]
+        arguments = [dict(problem=p, cfg=cfg, role=roles[mode].pick(i), monitor=monitor)
+                     for i, p in enumerate(problems)]
     states = program.run_batch(arguments, backend=backend, num_threads=parallel)
     return [state.ret_value for state in states]
 

@@ -50,6 +50,7 @@ class ServerSpec:
     context_length: Optional[int] = None
     extra_args: List[str] = field(default_factory=list)
     log_dir: Path = Path("logs")
+    gpus: Optional[str] = None  # CUDA_VISIBLE_DEVICES of the server, e.g. "1,2"
 
     @property
     def resolved_device(self) -> str:
@@ -75,6 +76,8 @@ class ServerSpec:
 
     def environment(self) -> dict:
         env = dict(os.environ)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus
         if self.resolved_device == "cpu":
             env["SGLANG_USE_CPU_ENGINE"] = "1"
             env["PYTHONPATH"] = os.pathsep.join(

@@ -36,6 +36,7 @@ def test_jsonl_bad_lines_are_reported_with_their_line_and_the_rest_is_read(tmp_p
         b'{"question": "   "}\n'
         b'{"question": "\xff\xfe"}\n'
         b'{"id": "last", "question": "2+2?"}\n'
+        b'{"id": "last", "question": "3+3?"}\n'
     )
     got = read_jsonl(path)
     assert [p.question for p in got.problems] == ["1+1?", "2+2?"]
@@ -45,6 +46,7 @@ def test_jsonl_bad_lines_are_reported_with_their_line_and_the_rest_is_read(tmp_p
     assert errors[1] == f"{path}:4: no 'question' field"
     assert errors[2].startswith(f"{path}:5: ") and "empty" in errors[2]
     assert errors[3].startswith(f"{path}:6: ") and "UTF-8" in errors[3]
+    assert errors[4] == f"{path}:8: duplicate id 'last' (first on line 7)"
 
 
 def test_missing_file_is_named(tmp_path):

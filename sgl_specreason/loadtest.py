@@ -1,0 +1,207 @@
+"""Throughput and latency of SpecReason and its baselines under concurrent load.
+
+Closed loop: ``c`` clients, each solving one problem after another, for ``c`` in the levels
+given. Open loop: problems arrive as a seeded Poisson process at a given rate, whatever is still
+running. Each level is bounded by a number of problems and by a time limit, and runs every mode
+on the same problems, one mode after the other. Per level and mode: problems/s, output tokens/s,
+latency percentiles per problem and per step, acceptance, judge calls/s, cache hits per runtime
+(from ``meta_info``), errors, and the client's own time per step (step wall time minus the
+server time of its calls, as the runtimes report it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import resource
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.problems import Problem
+from sgl_specreason.runner import summary
+from sgl_specreason.trace import BASE, DRAFT, ProblemResult
+
+
+@dataclass(frozen=True)
+class Level:
+    kind: str  # "closed" (value = concurrency) or "open" (value = request rate, problems/s)
+    value: float
+
+    @property
+    def label(self) -> str:
+        return f"concurrency {self.value:g}" if self.kind == "closed" else f"rate {self.value:g}/s"
+
+
+_picks = itertools.count()
+
+
+def solve_one(problem: Problem, mode: str, cfg: SpecReasonConfig, roles: dict) -> ProblemResult:
+    """One problem through the program of ``mode``, on this thread (on the next replica of each
+    role, when a role has several)."""
+    from programs import reason, specreason
+
+    i = next(_picks)
+    if mode == "specreason":
+        base = roles[BASE].pick(i)
+        state = specreason.run(problem=problem, cfg=cfg, draft=roles[DRAFT].pick(i), base=base,
+                               backend=base.backend)
+    else:
+        role = roles[mode].pick(i)
+        state = reason.run(problem=problem, cfg=cfg, role=role, backend=role.backend)
+    result = state.ret_value
+    if result is None:  # the program itself failed before it could record anything
+        result = ProblemResult(problem.id, problem.question, mode, error=str(state.error()))
+    return result
+
+
+def closed_loop(problems: Sequence[Problem], concurrency: int, max_problems: int, max_seconds: float,
+                solve: Callable[[Problem], ProblemResult]) -> List[ProblemResult]:
+    """``concurrency`` clients, each starting a new problem when its last one is done, until
+    ``max_problems`` have started or ``max_seconds`` have passed."""
+    results: List[ProblemResult] = []
+    lock = threading.Lock()
+    started = [0]
+    deadline = time.monotonic() + max_seconds
+
+    def client():
+        while True:
+            with lock:
+                if started[0] >= max_problems or time.monotonic() >= deadline:
+                    return
+                problem = problems[started[0] % len(problems)]
+                started[0] += 1
+            result = solve(problem)
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def open_loop(problems: Sequence[Problem], rate: float, max_problems: int, max_seconds: float,
+              solve: Callable[[Problem], ProblemResult], seed: int = 0,
+              max_in_flight: int = 256) -> List[ProblemResult]:
+    """Problems arrive with exponential gaps (mean ``1/rate`` s, seeded), whatever is running,
+    until ``max_problems`` have arrived or ``max_seconds`` have passed; then all finish."""
+    rng = random.Random(seed)
+    futures = []
+    deadline = time.monotonic() + max_seconds
+    with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
+        next_at = time.monotonic()
+        for i in range(max_problems):
+            next_at += rng.expovariate(rate)
+            wait = next_at - time.monotonic()
+            if next_at >= deadline:
+                break
+            if wait > 0:
+                time.sleep(wait)
+            futures.append(pool.submit(solve, problems[i % len(problems)]))
+    return [f.result() for f in futures]
+
+
+def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    if not len(values):
+        return {"p50": None, "p90": None, "p99": None}
+    p = np.percentile(np.asarray(values, float), [50, 90, 99])
+    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
+
+
+def client_overheads(results: Sequence[ProblemResult]) -> List[float]:
+    """Per step: its wall time minus the server time its calls report (the library's and the
+    frontend's own time, plus HTTP). Only meaningful when nothing else waits in between, i.e.
+    at concurrency 1."""
+    return [step.wall_s - sum(c.latency_s for c in step.calls)
+            for r in results if not r.error for step in r.steps]
+
+
+def level_line(level: Level, mode: str, results: Sequence[ProblemResult], duration: float,
+               task: str) -> dict:
+    """One JSON line in SGLang's benchmark style: the run summary plus the load figures."""
+    line = summary(results, mode, task, duration)
+    o = line["other"]
+    ok = [r for r in results if not r.error]
+
+    def per_s(count):
+        return count / duration if duration > 0 else None
+
+    o.update({
+        "loop": level.kind,
+        "concurrency": level.value if level.kind == "closed" else None,
+        "request_rate": level.value if level.kind == "open" else None,
+        "problems_per_s": per_s(len(ok)),
+        "output_tokens_per_s": per_s(o["draft_tokens"] + o["base_tokens"]),
+        "kept_tokens_per_s": per_s(o["kept_draft_tokens"] + o["kept_base_tokens"]),
+        "problem_latency_s": _percentiles([r.wall_s for r in ok]),
+        "step_latency_s": _percentiles([s.wall_s for r in ok for s in r.steps]),
+        "judge_calls_per_s": per_s(o["judge_calls"]),
+        "client_overhead_ms_per_step": _percentiles([1000 * x for x in client_overheads(ok)]),
+        "client_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    })
+    return line
+
+
+def markdown(lines: Sequence[dict]) -> str:
+    def f(x, spec=".2f"):
+        return "-" if x is None else format(x, spec)
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    out = ["| level | mode | problems | errors | problems/s | output tok/s | latency p50 / p90 / p99 s "
+           "| step p50 s | acceptance | judge calls/s | cache draft / base | client ms/step p50 |",
+           "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+    for line in lines:
+        o = line["other"]
+        level = f"c={o['concurrency']:g}" if o["loop"] == "closed" else f"{o['request_rate']:g}/s"
+        lat, cache = o["problem_latency_s"], o["cache_hit_ratio"]
+        out.append(
+            f"| {level} | {line['backend']} | {line['num_requests']} | {o['errors']} | "
+            f"{f(o['problems_per_s'], '.3f')} | {f(o['output_tokens_per_s'], '.1f')} | "
+            f"{f(lat['p50'], '.1f')} / {f(lat['p90'], '.1f')} / {f(lat['p99'], '.1f')} | "
+            f"{f(o['step_latency_s']['p50'])} | "
+            f"{pct(o['acceptance_rate'])} | {f(o['judge_calls_per_s'])} | "
+            f"{pct(cache[DRAFT])} / {pct(cache[BASE])} | "
+            f"{f(o['client_overhead_ms_per_step']['p50'], '.2f')} |")
+    return "\n".join(out)
+
+
+def plot(lines: Sequence[dict], path) -> None:
+    """Latency (p50, p90) and throughput against the load level, one curve per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat_ax, thr_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for loop, marker in (("closed", "o"), ("open", "s")):
+        for mode in sorted({line["backend"] for line in lines}):
+            sel = [line for line in lines if line["backend"] == mode and line["other"]["loop"] == loop]
+            if not sel:
+                continue
+            key = "concurrency" if loop == "closed" else "request_rate"
+            xs = [line["other"][key] for line in sel]
+            label = f"{mode} ({'clients' if loop == 'closed' else 'rate'})"
+            lat_ax.plot(xs, [line["other"]["problem_latency_s"]["p50"] for line in sel], marker=marker,
+                        label=f"{label} p50")
+            lat_ax.plot(xs, [line["other"]["problem_latency_s"]["p90"] for line in sel], marker=marker,
+                        linestyle="--", label=f"{label} p90")
+            thr_ax.plot(xs, [line["other"]["problems_per_s"] for line in sel], marker=marker, label=label)
+    lat_ax.set_xlabel("concurrency (clients) / request rate (problems/s)")
+    lat_ax.set_ylabel("latency per problem, s")
+    thr_ax.set_xlabel("concurrency (clients) / request rate (problems/s)")
+    thr_ax.set_ylabel("problems/s")
+    lat_ax.legend(fontsize=7)
+    thr_ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,79 @@
+"""The load generator's loops and its figures, with a stand-in for solving (no runtime)."""
+
+import threading
+import time
+
+import pytest
+
+from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop
+from sgl_specreason.problems import make_problem
+from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
+
+PROBLEMS = [make_problem(f"q{i}?", id=str(i)) for i in range(5)]
+
+
+class Recorder:
+    """Solves by sleeping; records how many ran at once and when each started."""
+
+    def __init__(self, seconds=0.05):
+        self.seconds = seconds
+        self.running = 0
+        self.peak = 0
+        self.starts = []
+        self.lock = threading.Lock()
+
+    def __call__(self, problem):
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.starts.append(time.monotonic())
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        result = ProblemResult(problem.id, problem.question, "specreason", wall_s=self.seconds)
+        step = Step(0, DRAFT, "x", 4, draft_tokens=4, score=8.0, wall_s=self.seconds,
+                    calls=[Call(DRAFT, "draft", 10, 6, 4, 0.03), Call(BASE, "judge", 12, 10, 1, 0.01)])
+        result.steps.append(step)
+        return result
+
+
+def test_closed_loop_keeps_exactly_c_clients_busy_and_stops_at_the_count():
+    solve = Recorder()
+    results = closed_loop(PROBLEMS, 3, 9, 60, solve)
+    assert len(results) == 9 and solve.peak == 3
+    assert sorted(r.id for r in results).count("0") == 2  # problems are reused in turn
+
+
+def test_closed_loop_stops_starting_problems_at_the_time_limit():
+    solve = Recorder(seconds=0.2)
+    started = time.monotonic()
+    results = closed_loop(PROBLEMS, 2, 1000, 0.5, solve)
+    assert time.monotonic() - started < 2 and 2 <= len(results) <= 8
+
+
+def test_open_loop_arrivals_are_seeded_poisson_and_bounded():
+    a, b = Recorder(seconds=0.01), Recorder(seconds=0.01)
+    open_loop(PROBLEMS, 50.0, 20, 60, a, seed=7)
+    open_loop(PROBLEMS, 50.0, 20, 60, b, seed=7)
+    gaps_a = [y - x for x, y in zip(a.starts, a.starts[1:])]
+    gaps_b = [y - x for x, y in zip(b.starts, b.starts[1:])]
+    assert len(a.starts) == 20
+    assert sum(gaps_a) / len(gaps_a) == pytest.approx(1 / 50, rel=0.8)
+    assert max(abs(x - y) for x, y in zip(gaps_a, gaps_b)) < 0.02  # same seed, same arrivals
+    slow = Recorder(seconds=0.3)  # arrivals do not wait for the problems before them
+    open_loop(PROBLEMS, 100.0, 10, 60, slow, seed=1)
+    assert slow.peak >= 5
+
+
+def test_level_line_figures():
+    results = closed_loop(PROBLEMS, 2, 4, 60, Recorder())
+    results.append(ProblemResult("bad", "q", "specreason", error="RuntimeTimeoutError: late"))
+    line = level_line(Level("closed", 2), "specreason", results, 2.0, "load_test")
+    o = line["other"]
+    assert line["num_requests"] == 5 and o["errors"] == 1
+    assert o["problems_per_s"] == 2.0 and o["output_tokens_per_s"] == pytest.approx(4 * 4 / 2)  # 4 done
+    assert o["acceptance_rate"] == 1.0 and o["judge_calls_per_s"] == 2.0
+    assert o["cache_hit_ratio"] == {DRAFT: 0.6, BASE: pytest.approx(10 / 12)}
+    assert o["client_overhead_ms_per_step"]["p50"] == pytest.approx(10.0)  # 50 ms wall - 40 ms served
+    assert o["problem_latency_s"]["p99"] == pytest.approx(0.05)
+    assert "| c=2 | specreason | 5 | 1 | 2.000 |" in markdown([line])
