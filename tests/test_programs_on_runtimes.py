@@ -68,6 +68,8 @@ def test_threshold_ten_makes_the_base_write_every_step(roles):
 
 
 def test_judge_prefix_is_served_from_the_radix_cache(roles):
+    for role in roles.values():  # earlier tests' prompts would otherwise be evicted meanwhile
+        role.backend.flush_cache()
     result = solve(roles, threshold=0, token_budget=64, step_max_tokens=12)
     judged = [(step, next(c for c in step.calls if c.kind == "judge")) for step in result.steps]
     assert len(judged) >= 3, "need a few steps to see the cache grow"
