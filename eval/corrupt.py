@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 from sgl_specreason import data
@@ -42,9 +42,6 @@ class Pair:
     original: str
     corrupted: str
     kind: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def gsm8k_steps(solution: str) -> List[str]:

@@ -39,7 +39,7 @@ from sgl_specreason.cli import (
 )
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.runner import open_runtimes
-from sgl_specreason.scoring import LIKELIHOOD_METHODS, PAPER_METHODS, SCORE_METHODS, score_reply
+from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS, score_reply
 from sgl_specreason.trace import BASE
 
 #: thresholds the acceptance table shows (all methods score on 0..10)
@@ -107,12 +107,12 @@ def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> di
     start, (length,) = step_spans(base.backend, prefix, [step])
     own = call(judge_steps, base.backend, prefix=prefix,
                continuations=[template.reasoning(q, pair.steps + [step])[len(prefix):]],
-               top_logprobs=1, logprob_start=max(start - 1, 0))[0]
-    scores = {m: score_reply(paper, m).value for m in PAPER_METHODS}
-    scores.update(score_reply(own, LIKELIHOOD_METHODS[0], length).signals)
+               top_logprobs=1, logprob_start=start)[0]
+    asked = score_reply(paper, "average")  # carries both paper scores
+    scores = {**asked.signals, **score_reply(own, LIKELIHOOD_METHODS[0], length).signals}
     return {"pair": pair.id, "problem_id": pair.problem_id, "kind": pair.kind, "variant": variant,
             "step": step, "step_tokens": length, "scores": scores,
-            "digits": {str(d): p for d, p in score_reply(paper, "average").digits.items()},
+            "digits": {str(d): p for d, p in asked.digits.items()},
             "cost": {"paper": _call_cost(paper), "likelihood": _call_cost(own)}}
 
 

@@ -132,7 +132,7 @@ def _drafted_step(draft, base, q, steps, choices, cfg):
     verdicts = call(judge_steps, base.backend, prefix=prefix,
                     continuations=[p[len(prefix):] for p in prompts],
                     top_logprobs=cfg.judge_top_logprobs,
-                    logprob_start=None if start is None else max(start - 1, 0))
+                    logprob_start=start)
     scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
     best = max(range(len(drafts)), key=lambda i: scores[i].value)
     text, meta = drafts[best]

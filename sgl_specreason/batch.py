@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Set
+from typing import List, Sequence, Set
 
 from sgl_specreason.problems import BadInput, Problem, ProblemSet
 from sgl_specreason.runner import Monitor
@@ -99,7 +99,7 @@ class ProgressMonitor(Monitor):
 
 
 def plan(problems: ProblemSet, result_file: Path, mode: str,
-         log=print) -> tuple[List[Problem], Sequence[BadInput], Optional[int]]:
+         log=print) -> tuple[List[Problem], Sequence[BadInput], int]:
     """The problems still to solve, the bad inputs, and how many were done before."""
     torn = repair_tail(result_file)
     if torn:

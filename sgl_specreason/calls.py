@@ -54,16 +54,17 @@ def gen_result(state, name: str) -> Tuple[str, dict]:
 
 
 def step_spans(backend, prefix: str, steps: Sequence[str]) -> Tuple[int, List[int]]:
-    """Where candidate steps start after ``prefix`` in the runtime's tokens, and how many tokens
-    each takes: what a likelihood judge needs to read the steps' own log-probabilities. The start
-    is where ``prefix`` and every ``prefix + step`` stop sharing tokens (a step's first characters
-    can merge with the prefix's last token)."""
+    """What a likelihood judge needs to read candidate steps' own log-probabilities: the
+    ``logprob_start_len`` to ask with, one token before the steps start (SGLang reports no
+    log-prob for its first position; ``scoring.step_token_logprobs`` skips it), and how many
+    tokens each step takes. The steps start where ``prefix`` and every ``prefix + step`` stop
+    sharing tokens (a step's first characters can merge with the prefix's last token)."""
     ids = backend.tokenize([prefix] + [prefix + step for step in steps])
     start = len(ids[0])
     for other in ids[1:]:
         start = min(start, next((i for i, (a, b) in enumerate(zip(ids[0], other)) if a != b),
                                 min(len(ids[0]), len(other))))
-    return start, [len(other) - start for other in ids[1:]]
+    return max(start - 1, 0), [len(other) - start for other in ids[1:]]
 
 
 def call(program, backend, **arguments):

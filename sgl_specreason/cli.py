@@ -224,7 +224,7 @@ def _run(args) -> int:
         try:
             results = run_problems(todo, cfg, runtimes, args.mode, monitor, args.parallel)
         finally:
-            getattr(monitor, "close", lambda: None)()
+            monitor.close()
         line = summary(results, args.mode, task, time.perf_counter() - started, bad)
         line["other"]["config"] = cfg.to_dict()
         line["other"]["done_before"] = done_before

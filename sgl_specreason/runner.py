@@ -171,6 +171,9 @@ class Monitor:
         """The JSON line written for a result (subclasses add fields)."""
         return result.to_dict()
 
+    def close(self) -> None:
+        """Called once the run is over (subclasses close what they opened)."""
+
     def on_result(self, result: ProblemResult) -> None:
         with self.lock:
             self.results.append(result)

@@ -17,6 +17,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+PAPER_METHODS = ("greedy", "average")
+LIKELIHOOD_METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
+SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
+
 
 @dataclass(frozen=True)
 class JudgeScore:
@@ -95,14 +99,11 @@ def score_from_meta(meta_info: dict, method: str) -> JudgeScore:
         ) from e
     token = produced[2] if produced[2] is not None else ""
     entries = [(entry[0], entry[2] or "") for entry in top]
-    signals = {m: float(score_step(token, entries, m).value) for m in ("greedy", "average")}
-    score = score_step(token, entries, method)
-    return JudgeScore(score.value, score.token, score.digits, signals)
+    scores = {m: score_step(token, entries, m) for m in PAPER_METHODS}
+    score = scores[method] if method in scores else score_step(token, entries, method)  # raises
+    return JudgeScore(score.value, score.token, score.digits,
+                      {m: float(s.value) for m, s in scores.items()})
 
-
-PAPER_METHODS = ("greedy", "average")
-LIKELIHOOD_METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
-SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
 
 #: tokens in the window of ``likelihood-min``
 WINDOW = 3
@@ -148,7 +149,7 @@ def step_token_logprobs(meta_info: dict, count: int) -> List[Tuple[float, str]]:
 def score_reply(meta_info: dict, method: str, step_tokens: Optional[int] = None) -> JudgeScore:
     """The score of ``method`` from a judge reply; ``step_tokens`` (the drafted step's length in
     base-model tokens) is needed for the likelihood methods."""
-    if method in ("greedy", "average"):
+    if method in PAPER_METHODS:
         return score_from_meta(meta_info, method)
     if method not in LIKELIHOOD_METHODS:
         raise ValueError(f"unknown score method {method!r}")

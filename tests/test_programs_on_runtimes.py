@@ -95,7 +95,8 @@ def test_step_spans_agree_with_the_runtimes_own_token_count(roles):
     base = roles[BASE]
     prefix = base.template.reasoning(QUESTION, ["Tom has 3 apples."])
     steps = ["He buys 2 more, so 3 + 2 = 5.", "So the answer is 5."]
-    start, lengths = step_spans(base.backend, prefix, steps)
+    logprob_start, lengths = step_spans(base.backend, prefix, steps)
+    start = logprob_start + 1  # the first token of the steps
     prefix_ids = base.backend.tokenize([prefix])[0]
     assert len(prefix_ids) - 1 <= start <= len(prefix_ids)
     for step, length in zip(steps, lengths):
