@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.batch import ProgressMonitor, plan
 from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
+from sgl_specreason.runtime import stop_all
 from sgl_specreason.runner import (
     MODES,
     Monitor,
@@ -260,9 +262,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def guarded(job, interrupted: str) -> int:
-    """Run a command: our errors as one line (exit 2), Ctrl-C and SIGTERM unwinding so that the
-    local servers are stopped (exit 130)."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    """Run a command: our errors as one line (exit 2); Ctrl-C and SIGTERM stop the local servers
+    and end the process at once (exit 130 / 143).
+
+    Ending at once matters with ``--parallel``: SGLang's ``run_batch`` would otherwise wait for
+    every problem in flight, minutes each on a CPU. Nothing finished is lost, since each result
+    is flushed as it is written; a rerun of a batch or an evaluation resumes from there."""
+    def stop_now(signum, _frame):
+        print(interrupted, file=sys.stderr, flush=True)
+        stop_all()
+        sys.stdout.flush()
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
     try:
@@ -270,9 +282,9 @@ def guarded(job, interrupted: str) -> int:
     except SpecReasonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,33 @@ def test_killed_batch_resumes_with_nothing_lost_and_nothing_twice(roles, tmp_pat
     assert again.returncode == 0 and f"0 problems to solve, {len(ids)} done before" in again.stdout
 
 
+def test_sigterm_ends_a_parallel_batch_at_once_and_a_rerun_finishes_it(roles, tmp_path):
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = write_problems(data, [f"Count the apples: {i} apples and {i + 1} more." for i in range(6)])
+    cmd = [sys.executable, str(ROOT / "scripts" / "run_batch.py"), "--input", str(data), "--output", str(out),
+           "--mode", "base", "--base-url", roles[BASE].backend.base_url, "--parallel", "3",
+           "--token-budget", "200", "--step-max-tokens", "24", "--answer-max-tokens", "4", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and (not out.exists() or not results(out, "base")):
+            assert proc.poll() is None, "the batch ended before it could be stopped"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        # Not after the problems in flight are done (each takes many seconds here): at once.
+        assert time.monotonic() - stopped < 5, "SIGTERM waited for the problems in flight"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and "interrupted" in err
+    finished = {r["id"] for r in results(out, "base")}
+    assert 1 <= len(finished) < len(ids)
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=600).returncode == 0
+    assert sorted(r["id"] for r in results(out, "base")) == sorted(ids)  # none lost, none twice
+
+
 def batch(url, data, out, *extra):
     return main(["batch", "--mode", "base", "--input", str(data), "--output", str(out), "--base-url", url,
                  *TINY, *extra])
