@@ -3,6 +3,8 @@
     python -m eval --dataset gsm8k --num-questions 50 --modes base draft specreason \\
         --thresholds 6.7 7 --score-methods average greedy --k 1
     python -m eval --modes base specreason-greedy-7 specreason-likelihood-min-2   # chosen judges
+    python -m eval --modes base specreason-likelihood-numbers-6 specreason-likelihood-numbers-6+pipeline \
+        specreason-likelihood-numbers-6+n2 base-gen dropin-likelihood-numbers-6
 
 Every mode sees the same problems, token budget and sampling settings, against the same two
 runtimes, one mode after the other. Each finished (problem, sample, mode) record is appended at
@@ -12,6 +14,7 @@ once; rerunning the same command skips what is done and retries what failed.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -32,51 +35,87 @@ from sgl_specreason.cli import (
     runtime_options,
 )
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
-from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.problems import Problem
-from sgl_specreason.runner import Monitor, flush_caches, open_runtimes, run_problems
+from sgl_specreason.runner import Monitor, flush_caches, open_runtimes, roles_for, run_problems
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
 @dataclass(frozen=True)
 class Mode:
-    label: str  # "base", "draft", "specreason-greedy-7"
-    program: str  # run_problems mode: specreason, base, draft
+    label: str  # "base", "draft", "specreason-greedy-7", "specreason-likelihood-numbers-6+pipeline"
+    program: str  # run_problems mode: specreason, base, draft, base-gen, dropin
     cfg: SpecReasonConfig
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "program": self.program, "threshold": self.cfg.threshold,
-                "score_method": self.cfg.score_method}
+        c = self.cfg
+        return {"label": self.label, "program": self.program, "threshold": c.threshold,
+                "score_method": c.score_method, "num_drafts": c.num_drafts, "pipeline": c.pipeline,
+                "race_base_step": c.race_base_step, "first_n_base_steps": c.first_n_base_steps}
+
+
+#: the programs whose modes name a judge (METHOD-THRESHOLD)
+SPECULATING = ("specreason", "dropin")
+#: what may follow a SpecReason mode's name after "+": one switch of the config each
+OPTION_HELP = "nK (K drafts per step), pipeline, race (race_base_step), baseK (first K steps by the base)"
+
+
+def mode_options(options: Sequence[str], name: str) -> dict:
+    """Config changes named by a mode's "+" options.
+
+    >>> mode_options(["n2", "pipeline"], "specreason+n2+pipeline")
+    {'num_drafts': 2, 'pipeline': True}
+    """
+    changes = {}
+    for option in options:
+        number = re.fullmatch(r"(n|base)(\d+)", option)
+        if option in ("pipeline", "race"):
+            changes["pipeline" if option == "pipeline" else "race_base_step"] = True
+        elif number:
+            changes["num_drafts" if number[1] == "n" else "first_n_base_steps"] = int(number[2])
+        else:
+            raise SpecReasonError(f"bad option {option!r} in mode {name!r}: use {OPTION_HELP}")
+    return changes
 
 
 def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Sequence[str],
                cfg: SpecReasonConfig) -> List[Mode]:
     modes = []
     for name in names:
-        if name in (BASE, DRAFT):
-            modes.append(Mode(name, name, cfg))
-        elif name == "specreason":
+        head, *options = name.split("+")
+        suffix = "".join("+" + o for o in options)
+        program = next((p for p in SPECULATING if head == p or head.startswith(p + "-")), None)
+        if program is None:
+            if head not in (BASE, DRAFT, "base-gen") or options:
+                raise SpecReasonError(
+                    f"unknown mode {name!r}: use base, draft, base-gen, specreason or dropin (with "
+                    f"--score-methods and --thresholds), or specreason-METHOD-THRESHOLD / "
+                    f"dropin-METHOD-THRESHOLD, each optionally followed by +OPTION ({OPTION_HELP})")
+            modes.append(Mode(name, head, cfg))
+            continue
+        try:
+            mode_cfg = cfg.replace(**mode_options(options, name))
+        except ConfigError as e:
+            raise SpecReasonError(f"mode {name!r}: {e}") from None
+        if head == program:
             for method in methods:
                 for threshold in thresholds:
-                    modes.append(_specreason_mode(method, threshold, cfg))
-        elif name.startswith("specreason-"):  # one judge: specreason-METHOD-THRESHOLD
-            method, _, threshold = name[len("specreason-"):].rpartition("-")
-            try:
-                modes.append(_specreason_mode(method, float(threshold), cfg))
-            except (ValueError, SpecReasonError):
-                raise SpecReasonError(
-                    f"bad mode {name!r}: write specreason-METHOD-THRESHOLD with METHOD one of "
-                    f"{', '.join(SCORE_METHODS)} and THRESHOLD in 0..10, e.g. specreason-average-6.7"
-                ) from None
-        else:
-            raise SpecReasonError(f"unknown mode {name!r}: use base, draft, specreason "
-                                  f"(with --score-methods and --thresholds) or specreason-METHOD-THRESHOLD")
+                    modes.append(_judged_mode(program, method, threshold, mode_cfg, suffix))
+            continue
+        method, _, threshold = head[len(program) + 1:].rpartition("-")
+        try:
+            modes.append(_judged_mode(program, method, float(threshold), mode_cfg, suffix))
+        except (ValueError, SpecReasonError):
+            raise SpecReasonError(
+                f"bad mode {name!r}: write {program}-METHOD-THRESHOLD with METHOD one of "
+                f"{', '.join(SCORE_METHODS)} and THRESHOLD in 0..10, e.g. {program}-average-6.7"
+            ) from None
     return modes
 
 
-def _specreason_mode(method: str, threshold: float, cfg: SpecReasonConfig) -> Mode:
+def _judged_mode(program: str, method: str, threshold: float, cfg: SpecReasonConfig, suffix: str) -> Mode:
     c = cfg.replace(score_method=method, threshold=threshold)
-    return Mode(f"specreason-{method}-{threshold:g}", "specreason", c)
+    return Mode(f"{program}-{method}-{threshold:g}{suffix}", program, c)
 
 
 def record_key(record: dict) -> tuple:
@@ -113,7 +152,7 @@ def run(args) -> int:
     modes = plan_modes(args.modes, args.thresholds, args.score_methods, cfg)
     args.result_file.parent.mkdir(parents=True, exist_ok=True)
     done = finished_keys(args.result_file)
-    roles_needed = sorted({r for m in modes for r in ((DRAFT, BASE) if m.program == "specreason" else (m.program,))})
+    roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
     with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
             jsonlines.open(args.result_file, mode="a", flush=True) as writer:

@@ -4,16 +4,18 @@ prefill and one token, and writes the step itself only when the score is low.
 Sub-programs each run on one runtime; the top programs run them on the right one with
 ``.run(backend=...)`` and are themselves run on the base runtime (``run`` or ``run_batch``).
 Prompts come from ``Role.template`` and only ever grow, so RadixAttention serves the shared
-prefix of every call from its cache.
+prefix of every call from its cache. Sub-programs take a ``cancel`` argument (a
+``calls.CancelScope``) so that work begun on a guess can be aborted when the guess is wrong.
 """
 
 import time
+from contextlib import closing
 
 import sglang as sgl
 
-from sgl_specreason.calls import call, gen_result, recording, step_spans
+from sgl_specreason.calls import call, gen_result, recording, start, step_spans
 from sgl_specreason.scoring import PAPER_METHODS, score_reply
-from sgl_specreason.stopping import FINISHED, clean_step, stop_reason
+from sgl_specreason.stopping import FINISHED, clean_step, has_answer, stop_reason
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 
@@ -21,11 +23,11 @@ from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 # -- sub-programs: one runtime each -----------------------------------------------------------
 
 @sgl.function
-def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_):
+def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_, stop=STEP_SEPARATOR,
+                cancel=None):
     """``num_drafts`` candidates for the next step, forked from one cached prefix."""
     s += prompt
-    step = sgl.gen("step", max_tokens=max_step_tokens, stop=STEP_SEPARATOR,
-                   temperature=temp, top_p=top_p_)
+    step = sgl.gen("step", max_tokens=max_step_tokens, stop=stop, temperature=temp, top_p=top_p_)
     if num_drafts == 1:
         s += step
         return [gen_result(s, "step")]
@@ -37,7 +39,7 @@ def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_):
 
 
 @sgl.function
-def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None):
+def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None, cancel=None):
     """One reply per candidate: ``prefix`` (problem and kept steps) is shared, each continuation
     adds one candidate step (and, for the paper's judge, its question). One prefill, one token
     each; ``logprob_start`` (a token index) also returns the prompt's log-probabilities from
@@ -58,10 +60,10 @@ def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None):
 
 
 @sgl.function
-def base_step(s, prompt, max_step_tokens, temp, top_p_):
+def base_step(s, prompt, max_step_tokens, temp, top_p_, stop=STEP_SEPARATOR, cancel=None):
     """The next step written by the model itself (the base model when a draft is rejected)."""
-    s += prompt + sgl.gen("step", max_tokens=max_step_tokens, stop=STEP_SEPARATOR,
-                          temperature=temp, top_p=top_p_)
+    s += prompt + sgl.gen("step", max_tokens=max_step_tokens, stop=stop, temperature=temp,
+                          top_p=top_p_)
     return gen_result(s, "step")
 
 
@@ -77,22 +79,13 @@ def final_answer(s, prompt, max_answer_tokens, temp, top_p_):
 @sgl.function
 def specreason(s, problem, cfg, draft, base, monitor=None):
     """Solve ``problem`` with SpecReason; ``s`` is on the base runtime. Returns a ProblemResult."""
-    q, choices = problem.question, problem.choices
-    result = ProblemResult(problem.id, q, "specreason")
+    result = ProblemResult(problem.id, problem.question, "specreason")
     with recording(result, problem, monitor):
-        steps = []
-        while True:
-            started = time.perf_counter()
-            if len(steps) < cfg.first_n_base_steps:
-                step = _own_step(base, q, steps, choices, cfg, len(steps))
-            else:
-                step = _drafted_step(draft, base, q, steps, choices, cfg)
-                if step.score < cfg.threshold:  # rejected: the base model writes the step
-                    step.replace_with(_own_step(base, q, steps, choices, cfg, len(steps)))
-            reason_ = _keep(result, steps, step, started, cfg, problem, monitor)
-            if reason_:
-                break
-        _close(result, base, problem, steps, cfg, reason_)
+        with closing(speculated_steps(draft, base, problem.question, problem.choices, cfg)) as steps:
+            for step in steps:
+                if _keep(result, step, cfg, problem, monitor):
+                    break
+        _close(result, base, problem, cfg)
     return result
 
 
@@ -100,57 +93,166 @@ def specreason(s, problem, cfg, draft, base, monitor=None):
 def reason(s, problem, cfg, role, monitor=None):
     """Baseline: ``role``'s model alone, step by step, with SpecReason's stop rules; ``s`` is on
     that role's runtime. ``role.name`` "base" is the base-only baseline, "draft" the draft-only."""
-    q, choices = problem.question, problem.choices
-    result = ProblemResult(problem.id, q, role.name)
+    result = ProblemResult(problem.id, problem.question, role.name)
     with recording(result, problem, monitor):
-        steps = []
         while True:
             started = time.perf_counter()
-            step = _own_step(role, q, steps, choices, cfg, len(steps))
-            reason_ = _keep(result, steps, step, started, cfg, problem, monitor)
-            if reason_:
+            step = _own_step(role, problem.question, _texts(result), problem.choices, cfg)
+            step.wall_s = time.perf_counter() - started
+            if _keep(result, step, cfg, problem, monitor):
                 break
-        _close(result, role, problem, steps, cfg, reason_)
+        _close(result, role, problem, cfg)
     return result
 
 
-# -- shared by the top programs ----------------------------------------------------------------
+@sgl.function
+def continuation(s, cfg, draft, base, max_tokens, stop=(), on_step=None):
+    """SpecReason under one long ``gen``: continue the prompt that ``draft.template`` and
+    ``base.template`` hold (``templates.Continuation``) step by step, as the base model alone
+    would, until a step ends the text (end of sequence or one of ``stop``) or ``max_tokens``
+    kept tokens. The draft model continues the same text. ``on_step`` is called with each kept
+    step. Returns a ProblemResult whose ``text`` is the generated text; ``s`` is on the base
+    runtime."""
+    result = ProblemResult("gen", "", "specreason")
+    started = time.perf_counter()
+    stops = [STEP_SEPARATOR] + [x for x in ([stop] if isinstance(stop, str) else stop) if x != STEP_SEPARATOR]
+    with closing(speculated_steps(draft, base, "", None, cfg, tidy=str, stop=stops,
+                                  budget=max_tokens)) as steps:
+        for step in steps:
+            result.steps.append(step)
+            if on_step is not None:
+                on_step(step)
+            if step.ended or sum(st.kept_tokens for st in result.steps) >= max_tokens:
+                break
+    result.text = STEP_SEPARATOR.join(_texts(result))
+    result.stop_reason = "stop" if result.steps and result.steps[-1].ended else "length"
+    result.wall_s = time.perf_counter() - started
+    return result
 
-def _drafted_step(draft, base, q, steps, choices, cfg):
-    """Draft the next step (``num_drafts`` ways) and judge each draft; the best scoring one."""
-    drafts = call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, steps, choices),
-                  num_drafts=cfg.num_drafts, max_step_tokens=cfg.step_max_tokens,
-                  temp=cfg.draft_temperature, top_p_=cfg.top_p)
-    prefix = base.template.reasoning(q, steps, choices)
-    candidates = [clean_step(text) for text, _ in drafts]
+
+@sgl.function
+def one_gen(s, problem, cfg, role, monitor=None):
+    """A program as users already have them: the reasoning prompt and one long ``gen``. On the
+    base runtime it is a base-only baseline; on the drop-in backend (``SpecReasonBackend``)
+    SpecReason serves the same ``gen``, and its trace becomes the result's steps."""
+    result = ProblemResult(problem.id, problem.question, role.name)
+    with recording(result, problem, monitor):
+        prompt = role.template.reasoning(problem.question, [], problem.choices)
+        text, meta = call(base_step, role.backend, prompt=prompt, max_step_tokens=cfg.token_budget,
+                          temp=cfg.base_temperature, top_p_=cfg.top_p, stop=[])
+        inner = meta.get("specreason")
+        if inner is not None:
+            result.steps = inner.steps
+        else:
+            result.steps = [_own_step(role, problem.question, [], problem.choices, cfg, str,
+                                      reply=(text, meta))]
+        result.text = text
+        finish = meta.get("finish_reason") or {}
+        result.stop_reason = FINISHED if has_answer(text) else finish.get("type", "")
+        if monitor is not None:
+            for step in result.steps:
+                monitor.on_step(problem, step)
+    return result
+
+
+# -- the SpecReason loop, shared by the top programs --------------------------------------------
+
+def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, budget=None):
+    """Yield the kept steps one by one, each drafted and judged (or written by the base model).
+
+    With ``cfg.pipeline`` the next step is drafted while this one is judged, as if it will be
+    kept; with ``cfg.race_base_step`` the base model starts its own step with the judgement.
+    Work begun on a wrong guess is aborted and its calls stay in the trace as "wasted". ``tidy``
+    cleans a step before it is kept; ``budget`` caps each step at the kept tokens left."""
+    texts, kept = [], 0
+    step = ahead = rival = None  # ahead: the next step's drafts, begun while this one was judged
+
+    def room(used):  # new tokens a step may take
+        return cfg.step_max_tokens if budget is None else max(1, min(cfg.step_max_tokens, budget - used))
+
+    try:
+        while True:
+            started = time.perf_counter()
+            if len(texts) < cfg.first_n_base_steps:
+                step = _own_step(base, q, texts, choices, cfg, tidy, stop, room(kept))
+            else:
+                drafts = ahead.result() if ahead else _drafts(draft, q, texts, choices, cfg, stop, room(kept))
+                ahead = None
+                if cfg.pipeline:
+                    ahead = start(_drafts, draft, q, texts + [tidy(drafts[0][0])], choices, cfg, stop,
+                                  room(kept + _tokens(drafts[0])))
+                if cfg.race_base_step:
+                    rival = start(_reply, base, q, texts, choices, cfg, stop, room(kept))
+                step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
+                if step.score < cfg.threshold:  # rejected: the base model writes the step
+                    ahead = _drop(step, ahead, DRAFT)
+                    reply, rival = rival and rival.result(), None
+                    step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, room(kept), reply))
+                else:
+                    rival = _drop(step, rival, BASE)
+            step.wall_s = time.perf_counter() - started
+            texts.append(step.text)
+            kept += step.kept_tokens
+            yield step
+    finally:  # stopped (or failed) with work under way that no step will use
+        _drop(step, ahead, DRAFT)
+        _drop(step, rival, BASE)
+
+
+def _drafts(draft, q, texts, choices, cfg, stop, limit, cancel=None):
+    return call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, texts, choices),
+                num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
+                top_p_=cfg.top_p, stop=stop, cancel=cancel)
+
+
+def _reply(role, q, texts, choices, cfg, stop, limit, cancel=None):
+    return call(base_step, role.backend, prompt=role.template.reasoning(q, texts, choices),
+                max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p, stop=stop,
+                cancel=cancel)
+
+
+def _tokens(reply):
+    return reply[1].get("completion_tokens", 0)
+
+
+def _ended(meta):
+    """The reply ended the text (end of sequence or a caller's stop string), not at a step
+    separator or the length limit."""
+    finish = meta.get("finish_reason") or {}
+    return isinstance(finish, dict) and finish.get("type") == "stop" and finish.get("matched") != STEP_SEPARATOR
+
+
+def _judged_step(base, q, texts, choices, cfg, drafts, tidy):
+    """Judge each draft on the base runtime; the best scoring one as a step."""
+    prefix = base.template.reasoning(q, texts, choices)
+    candidates = [tidy(text) for text, _ in drafts]
     if cfg.score_method in PAPER_METHODS:  # asked for a 0-9 score
-        prompts = [base.template.judge(q, steps + [c], choices) for c in candidates]
-        start, lengths = None, [None] * len(drafts)
+        prompts = [base.template.judge(q, texts + [c], choices) for c in candidates]
+        start_, lengths = None, [None] * len(drafts)
     else:  # the step's own log-probabilities, read from one prefill of it
-        prompts = [base.template.reasoning(q, steps + [c], choices) for c in candidates]
-        start, lengths = step_spans(base.backend, prefix, candidates)
+        prompts = [base.template.reasoning(q, texts + [c], choices) for c in candidates]
+        start_, lengths = step_spans(base.backend, prefix, candidates)
     verdicts = call(judge_steps, base.backend, prefix=prefix,
                     continuations=[p[len(prefix):] for p in prompts],
-                    top_logprobs=cfg.judge_top_logprobs,
-                    logprob_start=start)
+                    top_logprobs=cfg.judge_top_logprobs, logprob_start=start_)
     scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
     best = max(range(len(drafts)), key=lambda i: scores[i].value)
     text, meta = drafts[best]
-    tokens = meta.get("completion_tokens", 0)
-    return Step(len(steps), DRAFT, clean_step(text), tokens, draft_text=text, draft_tokens=tokens,
+    tokens = _tokens(drafts[best])
+    return Step(len(texts), DRAFT, candidates[best], tokens, draft_text=text, draft_tokens=tokens,
                 score=scores[best].value, score_digits=scores[best].digits,
-                score_signals=scores[best].signals,
-                draft_scores=[sc.value for sc in scores],
+                score_signals=scores[best].signals, draft_scores=[sc.value for sc in scores],
+                ended=_ended(meta),
                 calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                 + [Call.from_meta(BASE, "judge", v) for v in verdicts])
 
 
-def _own_step(role, q, steps, choices, cfg, index):
-    text, meta = call(base_step, role.backend, prompt=role.template.reasoning(q, steps, choices),
-                      max_step_tokens=cfg.step_max_tokens, temp=cfg.temperature(role.name),
-                      top_p_=cfg.top_p)
+def _own_step(role, q, texts, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, limit=None,
+              reply=None):
+    """The next step written by ``role``'s model (``reply``: its reply, if already asked)."""
+    text, meta = reply or _reply(role, q, texts, choices, cfg, stop, limit or cfg.step_max_tokens)
     tokens = meta.get("completion_tokens", 0)
-    step = Step(index, role.name, clean_step(text), tokens,
+    step = Step(len(texts), role.name, tidy(text), tokens, ended=_ended(meta),
                 calls=[Call.from_meta(role.name, "step", meta)])
     if role.name == BASE:
         step.base_text, step.base_tokens = text, tokens
@@ -159,25 +261,40 @@ def _own_step(role, q, steps, choices, cfg, index):
     return step
 
 
-def _keep(result, steps, step, started, cfg, problem, monitor):
+def _drop(step, pending, role):
+    """Abort work begun on a guess that proved wrong; what it cost stays in ``step``'s trace as
+    "wasted" calls. Returns None (nothing pending any more)."""
+    if pending is None:
+        return None
+    done = pending.cancel()
+    replies = done if isinstance(done, list) else [done] if done else []
+    if step is not None:
+        step.calls += [Call.from_meta(role, "wasted", meta) for _, meta in replies]
+    return None
+
+
+def _texts(result):
+    return [step.text for step in result.steps]
+
+
+def _keep(result, step, cfg, problem, monitor):
     """Append the step; the stop reason, or None to go on."""
-    step.wall_s = time.perf_counter() - started
     if monitor is not None:
         monitor.on_step(problem, step)
-    steps.append(step.text)
     result.steps.append(step)
-    result.text = STEP_SEPARATOR.join(steps)
-    result.stop_reason = stop_reason(steps, sum(st.kept_tokens for st in result.steps),
+    texts = _texts(result)
+    result.text = STEP_SEPARATOR.join(texts)
+    result.stop_reason = stop_reason(texts, sum(st.kept_tokens for st in result.steps),
                                      cfg.token_budget)
     return result.stop_reason
 
 
-def _close(result, role, problem, steps, cfg, reason_):
+def _close(result, role, problem, cfg):
     """Reasoning stopped without an answer: the model states one after ``</think>``."""
-    if reason_ == FINISHED:
+    if result.stop_reason == FINISHED:
         return
     text, meta = call(final_answer, role.backend,
-                      prompt=role.template.answer(problem.question, steps, problem.choices),
+                      prompt=role.template.answer(problem.question, _texts(result), problem.choices),
                       max_answer_tokens=cfg.answer_max_tokens, temp=cfg.temperature(role.name),
                       top_p_=cfg.top_p)
     result.answer_call = Call.from_meta(role.name, "answer", meta)

@@ -32,8 +32,7 @@ from sgl_specreason.cli import (  # noqa: E402
 )
 from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop, plot, solve_one  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
-from sgl_specreason.runner import flush_caches, open_runtimes  # noqa: E402
-from sgl_specreason.trace import BASE, DRAFT  # noqa: E402
+from sgl_specreason.runner import MODES, flush_caches, open_runtimes, roles_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-rates", nargs="*", type=float, default=[],
                         help="open-loop levels: Poisson arrivals, problems per second")
     parser.add_argument("--modes", nargs="+", default=["specreason", "base"],
-                        choices=("specreason", "base", "draft"))
+                        choices=MODES)
     parser.add_argument("--num-problems", type=positive_int, default=8,
                         help="problems per level and mode at most")
     parser.add_argument("--max-seconds", type=float, default=600.0,
@@ -70,7 +69,7 @@ def run(args) -> int:
     if any(level.value <= 0 for level in levels):
         print("error: concurrency and request rates must be positive", file=sys.stderr)
         return 2
-    roles_needed = sorted({r for m in args.modes for r in ((DRAFT, BASE) if m == "specreason" else (m,))})
+    roles_needed = sorted({r for m in args.modes for r in roles_for(m)})
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \

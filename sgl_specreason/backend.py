@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import List, Optional
 
 from sglang.lang.backend.base_backend import BaseBackend
@@ -139,8 +140,26 @@ class Endpoint(RuntimeEndpoint):
             if value is not None:
                 data[item] = value
         self._add_images(s, data)
-        obj = self.request("/generate", data)
+        # A program run with a cancel scope (calls.CancelScope) can have this request aborted.
+        scope = s.arguments.get("cancel") if isinstance(getattr(s, "arguments", None), dict) else None
+        if scope is None:
+            obj = self.request("/generate", data)
+        else:
+            data["rid"] = uuid.uuid4().hex
+            scope.enter(data["rid"], self)
+            try:
+                obj = self.request("/generate", data)
+            finally:
+                scope.leave(data["rid"])
         return obj["text"], obj["meta_info"]
+
+    def abort(self, rid: str) -> None:
+        """Ask the runtime to stop request ``rid``; it answers that request at once with what it
+        has (finish reason ``abort``). Best effort: a request that already ended is left as is."""
+        try:
+            self.request("/abort_request", {"rid": rid}, timeout=10, parse=False)
+        except RuntimeCallError:
+            pass  # the request will simply run to its end
 
     def _prefill_only(self, text: str, s=None):
         data = {"text": text, "sampling_params": {"max_new_tokens": 0}}

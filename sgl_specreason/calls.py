@@ -7,10 +7,12 @@ an unrelated ``KeyError``. These helpers wait for the result and re-raise the re
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from sgl_specreason.answers import extract_answer, is_correct
 from sgl_specreason.errors import RuntimeCallError
@@ -74,6 +76,81 @@ def call(program, backend, **arguments):
     if isinstance(error, BaseException):
         raise error
     return state.ret_value
+
+
+class Cancelled(RuntimeCallError):
+    """A request was not sent because its caller had given up on it."""
+
+
+class CancelScope:
+    """The requests of one sub-program run, so that its caller can abort them.
+
+    A sub-program that takes a ``cancel`` argument and is given a scope has every request it
+    sends registered here by ``Endpoint`` (the SGLang frontend hands a program's arguments to the
+    backend with each call, forks included); ``cancel()`` asks each runtime to abort what is in
+    flight (the runtime answers those requests at once, with the text so far and finish reason
+    ``abort``) and refuses what would be sent later. A backend without ``abort`` (a plain
+    ``RuntimeEndpoint``) sends nothing here: its requests run to their end and are discarded.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._in_flight: Dict[str, Any] = {}  # request id -> backend
+        self.cancelled = False
+
+    def enter(self, rid: str, backend) -> None:
+        with self._lock:
+            if self.cancelled:
+                raise Cancelled(f"request to the {getattr(backend, 'role', 'runtime')} runtime "
+                                "not sent: its result is no longer wanted")
+            self._in_flight[rid] = backend
+
+    def leave(self, rid: str) -> None:
+        with self._lock:
+            self._in_flight.pop(rid, None)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            in_flight = list(self._in_flight.items())
+        for rid, backend in in_flight:
+            backend.abort(rid)
+
+
+class Pending:
+    """A helper running on a thread of its own (``start``): ``result()`` waits for it; ``cancel()``
+    aborts its requests, waits, and gives back what it returned (None if it failed)."""
+
+    def __init__(self, future: Future, scope: CancelScope):
+        self._future = future
+        self._scope = scope
+
+    def result(self):
+        return self._future.result()
+
+    def cancel(self):
+        self._scope.cancel()
+        try:
+            return self._future.result()
+        except Exception:
+            return None
+
+
+def start(helper: Callable, *args, **kwargs) -> Pending:
+    """Run ``helper(*args, cancel=scope, **kwargs)`` on a new thread; it passes ``cancel`` on to
+    the sub-programs it calls, so that ``Pending.cancel`` reaches their requests."""
+    future: Future = Future()
+    scope = CancelScope()
+
+    def work():
+        try:
+            future.set_result(helper(*args, cancel=scope, **kwargs))
+        except BaseException as e:  # handed to whoever waits for the result
+            future.set_exception(e)
+
+    threading.Thread(target=work, name=f"specreason-{getattr(helper, '__name__', 'helper')}",
+                     daemon=True).start()
+    return Pending(future, scope)
 
 
 class recording:

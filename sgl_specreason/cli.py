@@ -33,6 +33,7 @@ from sgl_specreason.runner import (
     RuntimeOptions,
     open_runtimes,
     print_summary,
+    roles_for,
     run_problems,
     summary,
 )
@@ -47,7 +48,9 @@ _CONFIG_HELP = {
     "token_budget": "stop after this many kept output tokens",
     "step_max_tokens": "new tokens per reasoning step at most",
     "answer_max_tokens": "new tokens for the answer when reasoning stopped without one",
-    "num_drafts": "drafts per step, forked from one cached prefix",
+    "num_drafts": "drafts per step, forked from one cached prefix, judged together; the best is kept",
+    "pipeline": "draft the next step while this one is judged (aborted if it is rejected)",
+    "race_base_step": "start the base model's own step together with the judgement; abort the loser",
     "first_n_base_steps": "the base model writes the first N steps",
     "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
     "seed": "sampling seed of the local runtimes",
@@ -72,11 +75,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     defaults = SpecReasonConfig()
     for f in dataclasses.fields(SpecReasonConfig):
         default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{_CONFIG_HELP[f.name]} (default {'on' if default else 'off'})")
+            continue
         kind = {int: int, float: float, str: str}.get(type(default), int)
         if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
             kind = float
         extra = {"choices": SCORE_METHODS} if f.name == "score_method" else {}
-        group.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+        group.add_argument(flag, type=kind, default=None,
                            help=f"{_CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} (default {default})",
                            **extra)
 
@@ -94,8 +102,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{role}-template", help="prompt template, if not told by the model name")
         group.add_argument(f"--{role}-port", type=int, help="port of the local server (default: a free one)")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    group.add_argument("--threads", type=int, help="OMP threads per local CPU server "
-                                                   "(default: 2 sequential, 1 with --parallel > 1)")
+    group.add_argument("--threads", type=int, help="OMP threads per local CPU server (default: 2 "
+                                                   "when one runtime works at a time, 1 with "
+                                                   "--parallel > 1, --pipeline or --race-base-step)")
     group.add_argument("--max-total-tokens", type=int, default=d.max_total_tokens,
                        help="KV pool size of each local server, in tokens")
     group.add_argument("--log-dir", type=Path, default=d.log_dir, help="server logs go here")
@@ -104,7 +113,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_flags(parser: argparse.ArgumentParser, result_file: str) -> None:
     parser.add_argument("--mode", choices=MODES, default="specreason",
-                        help="specreason, or a baseline: base (base model alone), draft (draft alone)")
+                        help="specreason, or a baseline: base (base model alone), draft (draft "
+                             "alone), base-gen (one long gen on the base runtime); dropin: that one "
+                             "gen served by the drop-in SpecReason backend")
     parser.add_argument("--parallel", type=int, default=1, help="problems solved at once (run_batch threads)")
     parser.add_argument("--result-file", "--output", type=Path, default=Path(result_file),
                         help="JSONL results, one line per problem, appended")
@@ -164,7 +175,9 @@ def config_from_args(args) -> SpecReasonConfig:
 
 
 def runtime_options(args) -> RuntimeOptions:
-    threads = args.threads or (2 if args.parallel == 1 else 1)
+    # Two runtimes busy at once share the two cores: one thread each (DESIGN §3).
+    both_busy = args.parallel > 1 or getattr(args, "pipeline", None) or getattr(args, "race_base_step", None)
+    threads = args.threads or (1 if both_busy else 2)
     return RuntimeOptions(
         draft_url=args.draft_url, base_url=args.base_url, draft_model=args.draft_model,
         base_model=args.base_model, draft_template=args.draft_template,
@@ -211,7 +224,7 @@ def _run(args) -> int:
             return 1 if bad else 0
     if args.mode == "specreason":
         print(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step")
-    roles = (DRAFT, BASE) if args.mode == "specreason" else (args.mode,)
+    roles = roles_for(args.mode)
     args.result_file.parent.mkdir(parents=True, exist_ok=True)
     with open_runtimes(runtime_options(args), cfg, roles) as runtimes, \
             jsonlines.open(args.result_file, mode="a", flush=True) as writer:

@@ -51,8 +51,15 @@ class SpecReasonConfig:
     draft_temperature: float = 0.6
     base_temperature: float = 0.6
     top_p: float = 0.95
-    #: drafts per step, forked from one radix-cached prefix; the best scoring one is judged.
+    #: drafts per step, forked from one radix-cached prefix and judged together; the best
+    #: scoring one is kept if it reaches the threshold.
     num_drafts: int = 1
+    #: draft step k+1 while the base runtime judges step k, as if step k will be kept; a
+    #: rejection aborts that draft. Needs num_drafts = 1 (which draft wins is not known early).
+    pipeline: bool = False
+    #: start the base model's own step k together with its judgement; the loser is aborted
+    #: (the base step when the draft is kept, nothing is waited for when it is not).
+    race_base_step: bool = False
     #: the base model writes the first N steps itself (no draft, no judge).
     first_n_base_steps: int = 0
     #: top log-probabilities the judge asks for (the paper uses 10).
@@ -78,6 +85,12 @@ class SpecReasonConfig:
         _check_number("base_temperature", self.base_temperature, 0, 2)
         _check_number("top_p", self.top_p, 0, 1, lo_open=True)
         _check_number("num_drafts", self.num_drafts, 1, 16, integer=True)
+        for name in ("pipeline", "race_base_step"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.pipeline and self.num_drafts > 1:
+            raise ConfigError(f"pipeline needs num_drafts = 1, got num_drafts = {self.num_drafts}: "
+                              "the next step is drafted before the judge picks among the drafts")
         _check_number("first_n_base_steps", self.first_n_base_steps, 0, 1_000_000, integer=True)
         _check_number("judge_top_logprobs", self.judge_top_logprobs, 1, 20, integer=True)
         if self.seed is not None:

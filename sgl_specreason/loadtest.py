@@ -24,7 +24,7 @@ import numpy as np
 
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import Problem
-from sgl_specreason.runner import summary
+from sgl_specreason.runner import program_call, summary
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -44,16 +44,8 @@ _picks = itertools.count()
 def solve_one(problem: Problem, mode: str, cfg: SpecReasonConfig, roles: dict) -> ProblemResult:
     """One problem through the program of ``mode``, on this thread (on the next replica of each
     role, when a role has several)."""
-    from programs import reason, specreason
-
-    i = next(_picks)
-    if mode == "specreason":
-        base = roles[BASE].pick(i)
-        state = specreason.run(problem=problem, cfg=cfg, draft=roles[DRAFT].pick(i), base=base,
-                               backend=base.backend)
-    else:
-        role = roles[mode].pick(i)
-        state = reason.run(problem=problem, cfg=cfg, role=role, backend=role.backend)
+    program, arguments, backend = program_call(mode, problem, next(_picks), cfg, roles)
+    state = program.run(backend=backend, **arguments)
     result = state.ret_value
     if result is None:  # the program itself failed before it could record anything
         result = ProblemResult(problem.id, problem.question, mode, error=str(state.error()))

@@ -27,7 +27,10 @@ from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
 # program's calls to the other runtime. Our prompts are rendered per runtime and cached anyway.
 global_config.enable_precache_with_tracing = False
 
-MODES = ("specreason", "base", "draft")
+#: specreason: the SpecReason program; base, draft: one model alone, step by step, same stop
+#: rules; base-gen: an ordinary program (prompt + one long gen) on the base runtime; dropin: that
+#: same program on the drop-in SpecReasonBackend (SpecReason serves its gen).
+MODES = ("specreason", "base", "draft", "base-gen", "dropin")
 
 
 @dataclass
@@ -185,24 +188,43 @@ class Monitor:
                         f"{len(result.steps)} steps, stop {result.stop_reason}: {status}")
 
 
-def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,
-                 monitor: Monitor, parallel: int = 1) -> List[ProblemResult]:
-    """Solve ``problems`` in ``mode`` with ``run_batch``; results in input order."""
-    from programs import reason, specreason
+def roles_for(mode: str) -> Tuple[str, ...]:
+    """The runtimes a mode needs."""
+    return (DRAFT, BASE) if mode in ("specreason", "dropin") else (BASE,) if mode == "base-gen" else (mode,)
+
+
+def program_call(mode: str, problem: Problem, index: int, cfg: SpecReasonConfig, roles: dict,
+                 monitor: Optional[Monitor] = None):
+    """The program that solves ``problem`` in ``mode``, its arguments, and the backend to run it
+    on, with the replica of each role that the ``index``-th problem keeps to."""
+    from programs import one_gen, reason, specreason
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    common = dict(problem=problem, cfg=cfg, monitor=monitor)
+    if mode == "specreason":
+        base = roles[BASE].pick(index)
+        return specreason, dict(common, draft=roles[DRAFT].pick(index), base=base), base.backend
+    if mode == "dropin":
+        from sgl_specreason.dropin import SpecReasonBackend
+
+        base = roles[BASE].pick(index)
+        role = Role(BASE, SpecReasonBackend(base.backend, roles[DRAFT].pick(index).backend, cfg),
+                    base.template)
+    else:
+        role = roles[BASE if mode == "base-gen" else mode].pick(index)
+    return (one_gen if mode in ("base-gen", "dropin") else reason), dict(common, role=role), role.backend
+
+
+def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,
+                 monitor: Monitor, parallel: int = 1) -> List[ProblemResult]:
+    """Solve ``problems`` in ``mode`` with ``run_batch``; results in input order."""
     if not problems:
         return []
-    if mode == "specreason":
-        program, backend = specreason, roles[BASE].backend
-        arguments = [dict(problem=p, cfg=cfg, draft=roles[DRAFT].pick(i), base=roles[BASE].pick(i),
-                          monitor=monitor) for i, p in enumerate(problems)]
-    else:
-        program, backend = reason, roles[mode].backend
-        arguments = [dict(problem=p, cfg=cfg, role=roles[mode].pick(i), monitor=monitor)
-                     for i, p in enumerate(problems)]
-    states = program.run_batch(arguments, backend=backend, num_threads=parallel)
+    calls = [program_call(mode, p, i, cfg, roles, monitor) for i, p in enumerate(problems)]
+    program, _, backend = calls[0]
+    states = program.run_batch([arguments for _, arguments, _ in calls], backend=backend,
+                               num_threads=parallel)
     return [state.ret_value for state in states]
 
 

@@ -94,6 +94,30 @@ class ChatTemplate:
         return self.reasoning(question, steps, choices) + THINK_CLOSE + STEP_SEPARATOR
 
 
+@dataclass(frozen=True)
+class Continuation:
+    r"""A prompt written by someone else (an SGLang program's state), continued as it is: what
+    the drop-in backend uses in place of a ``ChatTemplate``. Steps are appended to ``prompt``,
+    each followed by a blank line; the paper's judge question is framed with ``chat`` (the base
+    model's turns).
+
+    >>> Continuation("Q: 2+2?\nA:", TEMPLATES["qwen"]).reasoning("", [" 4"])
+    'Q: 2+2?\nA: 4\n\n'
+    """
+
+    prompt: str
+    chat: ChatTemplate
+    name: str = "continuation"
+
+    def reasoning(self, question: str, steps: Sequence[str], choices=None) -> str:
+        return self.prompt + "".join(step + STEP_SEPARATOR for step in steps)
+
+    def judge(self, question: str, steps: Sequence[str], choices=None) -> str:
+        return (self.reasoning(question, steps) + self.chat.assistant_close
+                + self.chat.user.format(content=JUDGE_INSTRUCTION) + self.chat.assistant_open
+                + JUDGE_ANSWER_PREFIX)
+
+
 _CHATML_USER = "<|im_start|>user\n{content}<|im_end|>\n"
 _CHATML_SYSTEM = "<|im_start|>system\n{content}<|im_end|>\n"
 

@@ -15,7 +15,7 @@ class Call:
     """One request to a runtime, from its ``meta_info``."""
 
     role: str  # which runtime: "draft" or "base"
-    kind: str  # "draft", "judge", "step" (base writes a step), "answer"
+    kind: str  # "draft", "judge", "step" (base writes a step), "answer", "wasted" (aborted guess)
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int
@@ -55,12 +55,16 @@ class Step:
     draft_scores: List[float] = field(default_factory=list)
     base_text: Optional[str] = None
     base_tokens: Optional[int] = None
+    #: the kept text ended the generation (end of sequence or a caller's stop string) instead
+    #: of a step separator or the length limit; read by the drop-in backend's continuation
+    ended: bool = False
     wall_s: float = 0.0
     calls: List[Call] = field(default_factory=list)
 
     def replace_with(self, own: "Step") -> None:
         """The draft was rejected: keep ``own`` (the base model's step) and its calls too."""
         self.source, self.text, self.kept_tokens = own.source, own.text, own.kept_tokens
+        self.ended = own.ended
         self.base_text, self.base_tokens = own.base_text, own.base_tokens
         self.calls += own.calls
 
@@ -79,6 +83,9 @@ class Totals:
     cached_tokens: Dict[str, int] = field(default_factory=lambda: {DRAFT: 0, BASE: 0})
     server_s: Dict[str, float] = field(default_factory=lambda: {DRAFT: 0.0, BASE: 0.0})
     judge_s: float = 0.0  # server time of the judge calls (part of server_s[base])
+    #: tokens of work begun on a guess that proved wrong and was aborted (pipelined drafts of a
+    #: rejected step, the base step that raced an accepted draft); part of draft/base_tokens
+    wasted_tokens: int = 0
 
     @property
     def acceptance_rate(self) -> Optional[float]:
@@ -112,7 +119,10 @@ class Totals:
         if call.kind == "judge":
             self.judge_calls += 1
             self.judge_s += call.latency_s
-        elif call.role == DRAFT:
+            return
+        if call.kind == "wasted":
+            self.wasted_tokens += call.completion_tokens
+        if call.role == DRAFT:
             self.draft_tokens += call.completion_tokens
         else:
             self.base_tokens += call.completion_tokens

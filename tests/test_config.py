@@ -27,6 +27,8 @@ def test_defaults_follow_the_paper():
     ("judge_top_logprobs", 21, r"judge_top_logprobs must be in \[1, 20\]"),
     ("seed", -3, "seed must be in"),
     ("request_timeout", 0, r"request_timeout must be in \(0, "),
+    ("pipeline", 1, "pipeline must be true or false, got 1"),
+    ("race_base_step", "yes", "race_base_step must be true or false"),
 ])
 def test_bad_values_fail_naming_field_and_range(field, value, message):
     with pytest.raises(ConfigError, match=message):
@@ -59,3 +61,25 @@ def test_cli_judge_defaults_depend_on_the_runtimes(argv, expected):
 
     cfg = config_from_args(build_parser().parse_args(argv))
     assert (cfg.score_method, cfg.threshold) == expected
+
+
+def test_pipeline_needs_one_draft_per_step():
+    with pytest.raises(ConfigError, match="pipeline needs num_drafts = 1, got num_drafts = 2"):
+        SpecReasonConfig(pipeline=True, num_drafts=2)
+    assert SpecReasonConfig(pipeline=True, race_base_step=True).pipeline
+
+
+@pytest.mark.parametrize("argv, pipeline, race, threads", [
+    (["demo"], False, False, 2),
+    (["demo", "--pipeline"], True, False, 1),  # both runtimes busy at once: a core each
+    (["demo", "--race-base-step", "--no-pipeline"], False, True, 1),
+    (["demo", "--parallel", "4"], False, False, 1),
+    (["demo", "--pipeline", "--threads", "2"], True, False, 2),
+])
+def test_cli_switches_pipelining_and_the_race(argv, pipeline, race, threads):
+    from sgl_specreason.cli import build_parser, config_from_args, runtime_options
+
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    assert (cfg.pipeline, cfg.race_base_step) == (pipeline, race)
+    assert runtime_options(args).threads == threads

@@ -98,3 +98,23 @@ def test_modes_name_one_judge_each():
     for bad in ("specreason-vibes-5", "specreason-greedy-11", "specreason-average"):
         with pytest.raises(SpecReasonError, match="write specreason-METHOD-THRESHOLD"):
             plan_modes([bad], [7], ["greedy"], SpecReasonConfig())
+
+
+def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
+    modes = plan_modes(["specreason-likelihood-numbers-6+n4", "specreason-greedy-7+pipeline+race",
+                        "specreason+base1", "base-gen", "dropin-likelihood-numbers-6+pipeline"],
+                       [5], ["average"], SpecReasonConfig())
+    assert [m.label for m in modes] == [
+        "specreason-likelihood-numbers-6+n4", "specreason-greedy-7+pipeline+race",
+        "specreason-average-5+base1", "base-gen", "dropin-likelihood-numbers-6+pipeline"]
+    assert [m.program for m in modes] == ["specreason", "specreason", "specreason", "base-gen", "dropin"]
+    assert modes[0].cfg.num_drafts == 4 and not modes[0].cfg.pipeline
+    assert modes[1].cfg.pipeline and modes[1].cfg.race_base_step and modes[1].cfg.threshold == 7
+    assert modes[2].cfg.first_n_base_steps == 1
+    assert modes[4].to_dict()["pipeline"] is True and modes[4].cfg.score_method == "likelihood-numbers"
+    with pytest.raises(SpecReasonError, match="bad option 'turbo' in mode 'specreason\\+turbo'"):
+        plan_modes(["specreason+turbo"], [7], ["greedy"], SpecReasonConfig())
+    with pytest.raises(SpecReasonError, match="pipeline needs num_drafts = 1"):
+        plan_modes(["specreason-greedy-7+n2+pipeline"], [7], ["greedy"], SpecReasonConfig())
+    with pytest.raises(SpecReasonError, match="unknown mode 'base\\+pipeline'"):
+        plan_modes(["base+pipeline"], [7], ["greedy"], SpecReasonConfig())
