@@ -57,13 +57,37 @@ def per_token_costs(records: Sequence[dict]) -> dict:
 
 
 def analytic_latency(record: dict, costs: dict) -> Optional[float]:
-    """Tokens times each model's measured per-token time, plus each judge call's measured cost."""
+    """Tokens times each model's measured per-token time, plus each judge call's measured cost.
+
+    For pipelined modes (``mode_info``: pipeline, race_base_step), as if each runtime had its own
+    hardware: a step whose predecessor was kept had its draft begun with that predecessor's
+    judgement (min(draft, judge) hidden); with the race, a rejected step's base step began with
+    its judgement (min(base step, judge) hidden); aborted guesses ran beside the loop (not
+    counted)."""
     t = record["totals"]
     parts = [(t["draft_tokens"], costs["draft_s_per_token"]), (t["base_tokens"], costs["base_s_per_token"]),
              (t["judge_calls"], costs["judge_s"])]
     if any(count and cost is None for count, cost in parts):
         return None
-    return sum(count * (cost or 0.0) for count, cost in parts)
+    total = sum(count * (cost or 0.0) for count, cost in parts)
+    info = record.get("mode_info") or {}
+    if not (info.get("pipeline") or info.get("race_base_step")):
+        return total
+    per_token = {DRAFT: costs["draft_s_per_token"] or 0.0, BASE: costs["base_s_per_token"] or 0.0}
+    judge = costs["judge_s"] or 0.0
+    previous_kept = False
+    for step in record["steps"]:
+        seconds = defaultdict(float)
+        for c in step["calls"]:
+            seconds[c["kind"], c["role"]] += c["completion_tokens"] * per_token[c["role"]]
+        total -= seconds["wasted", DRAFT] + seconds["wasted", BASE]
+        judged = step["score"] is not None
+        if info.get("pipeline") and previous_kept and judged:
+            total -= min(seconds["draft", DRAFT], judge)
+        if info.get("race_base_step") and judged and step["source"] == BASE:
+            total -= min(seconds["step", BASE], judge)
+        previous_kept = judged and step["source"] == DRAFT
+    return total
 
 
 def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: Optional[float],
@@ -97,6 +121,7 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: O
         "draft_tokens": totals.draft_tokens,
         "base_tokens": totals.base_tokens,
         "judge_calls": totals.judge_calls,
+        "wasted_tokens": totals.wasted_tokens,
         "cache_hit_draft": totals.cache_hit_ratio(DRAFT), "cache_hit_base": totals.cache_hit_ratio(BASE),
         "errors": sum(1 for r in records if r.get("error")),
     }
@@ -120,7 +145,7 @@ def _fmt(x, spec=".2f", pct=False):
 
 def markdown(rows: Sequence[dict], costs: dict) -> str:
     head = ("| dataset | mode | n | pass@1 (± se) | wall s/problem | speedup | analytic s | analytic speedup "
-            "| acceptance | draft tok | base tok | judge calls | cache draft | cache base | errors |")
+            "| acceptance | draft tok | base tok | wasted tok | judge calls | cache draft | cache base | errors |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         pass1 = "-" if r["pass_at_1"] is None else (
@@ -128,10 +153,13 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
         lines.append(
             f"| {r['dataset']} | {r['mode']} | {r['problems']} | {pass1} | {_fmt(r['wall_s_per_problem'], '.1f')} "
             f"| {_fmt(r['speedup'])}x | {_fmt(r['analytic_s_per_problem'], '.1f')} | {_fmt(r['analytic_speedup'])}x "
-            f"| {_fmt(r['acceptance_rate'], pct=True)} | {r['draft_tokens']} | {r['base_tokens']} | {r['judge_calls']} "
+            f"| {_fmt(r['acceptance_rate'], pct=True)} | {r['draft_tokens']} | {r['base_tokens']} "
+            f"| {r['wasted_tokens']} | {r['judge_calls']} "
             f"| {_fmt(r['cache_hit_draft'], pct=True)} | {_fmt(r['cache_hit_base'], pct=True)} | {r['errors']} |")
     lines.append("")
-    lines.append("Measured per-token server time: draft "
+    lines.append("Wasted tok: tokens of aborted guesses (pipelined drafts of rejected steps, base steps "
+                 "that raced a kept draft), counted in draft/base tok too. "
+                 "Measured per-token server time: draft "
                  f"{_fmt(costs['draft_s_per_token'] and 1000 * costs['draft_s_per_token'], '.0f')} ms, base "
                  f"{_fmt(costs['base_s_per_token'] and 1000 * costs['base_s_per_token'], '.0f')} ms; judge call "
                  f"{_fmt(costs['judge_s'] and 1000 * costs['judge_s'], '.0f')} ms.")

@@ -48,6 +48,33 @@ from sgl_specreason.trace import BASE, DRAFT, Totals
 SPECREASON = "specreason"
 
 
+def route(p, min_tokens: int = 256) -> str:
+    """``"specreason"``, or why a ``gen`` with sampling parameters ``p`` (the frontend's
+    ``SglSamplingParams``) goes straight to the base runtime.
+
+    >>> from sglang.lang.ir import SglSamplingParams
+    >>> route(SglSamplingParams(max_new_tokens=1024, temperature=0.6, top_p=0.95))
+    'specreason'
+    >>> route(SglSamplingParams(max_new_tokens=1024, regex="(yes|no)"))
+    'constrained (regex, json_schema or dtype)'
+    >>> route(SglSamplingParams(max_new_tokens=64))
+    'max_tokens below min_tokens (256)'
+    """
+    reasons = (
+        (p.max_new_tokens is None or p.max_new_tokens < min_tokens,
+         f"max_tokens below min_tokens ({min_tokens})"),
+        (p.regex or p.json_schema or p.dtype, "constrained (regex, json_schema or dtype)"),
+        (p.return_logprob, "asks for log-probabilities"),
+        (p.n != 1, "n > 1"),
+        (p.ignore_eos or p.min_new_tokens, "ignore_eos or min_tokens"),
+        (p.stop_token_ids or p.stop_regex, "stop token ids or stop regex"),
+        (p.top_k not in (-1, None) or p.min_p or p.frequency_penalty or p.presence_penalty,
+         "top_k, min_p or penalties"),
+        (not 0 <= p.temperature <= 2 or not 0 < p.top_p <= 1, "temperature or top_p out of range"),
+    )
+    return next((why for hit, why in reasons if hit), SPECREASON)
+
+
 class SpecReasonBackend(BaseBackend):
     """An SGLang backend over a base and a draft runtime (URLs or backends) that serves long
     ``gen`` calls with SpecReason and hands everything else to the base runtime.
@@ -83,34 +110,9 @@ class SpecReasonBackend(BaseBackend):
         self.totals = Totals()
         self.calls = {SPECREASON: 0, BASE: 0}
 
-    # -- routing --------------------------------------------------------------------------------
-    def route(self, p) -> str:
-        """``"specreason"``, or why a call with sampling parameters ``p`` goes to the base runtime.
-
-        >>> from sglang.lang.ir import SglSamplingParams
-        >>> backend = SpecReasonBackend.__new__(SpecReasonBackend); backend.min_tokens = 256
-        >>> backend.route(SglSamplingParams(max_new_tokens=1024, temperature=0.6, top_p=0.95))
-        'specreason'
-        >>> backend.route(SglSamplingParams(max_new_tokens=1024, regex="(yes|no)"))
-        'constrained (regex, json_schema or dtype)'
-        """
-        reasons = (
-            (p.max_new_tokens is None or p.max_new_tokens < self.min_tokens,
-             f"max_tokens below min_tokens ({self.min_tokens})"),
-            (p.regex or p.json_schema or p.dtype, "constrained (regex, json_schema or dtype)"),
-            (p.return_logprob, "asks for log-probabilities"),
-            (p.n != 1, "n > 1"),
-            (p.ignore_eos or p.min_new_tokens, "ignore_eos or min_tokens"),
-            (p.stop_token_ids or p.stop_regex, "stop token ids or stop regex"),
-            (p.top_k not in (-1, None) or p.min_p or p.frequency_penalty or p.presence_penalty,
-             "top_k, min_p or penalties"),
-            (not 0 <= p.temperature <= 2 or not 0 < p.top_p <= 1, "temperature or top_p out of range"),
-        )
-        return next((why for hit, why in reasons if hit), SPECREASON)
-
     # -- gen ------------------------------------------------------------------------------------
     def generate(self, s, sampling_params):
-        if self.route(sampling_params) != SPECREASON:
+        if route(sampling_params, self.min_tokens) != SPECREASON:
             self._count(BASE)
             return self.base.generate(s, sampling_params)
         result = self._continue(s.text_, sampling_params)
@@ -118,7 +120,7 @@ class SpecReasonBackend(BaseBackend):
 
     def generate_stream(self, s, sampling_params):
         """Routed calls stream one kept step at a time."""
-        if self.route(sampling_params) != SPECREASON:
+        if route(sampling_params, self.min_tokens) != SPECREASON:
             self._count(BASE)
             yield from self.base.generate_stream(s, sampling_params)
             return
@@ -161,9 +163,9 @@ class SpecReasonBackend(BaseBackend):
         return {"completion_tokens": kept, "e2e_latency": result.wall_s,
                 "finish_reason": {"type": result.stop_reason}, "specreason": result}
 
-    def _count(self, route: str, totals: Optional[Totals] = None) -> None:
+    def _count(self, way: str, totals: Optional[Totals] = None) -> None:
         with self._lock:
-            self.calls[route] += 1
+            self.calls[way] += 1
             if totals is not None:
                 self.totals.merge(totals)
 

@@ -118,3 +118,23 @@ def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
         plan_modes(["specreason-greedy-7+n2+pipeline"], [7], ["greedy"], SpecReasonConfig())
     with pytest.raises(SpecReasonError, match="unknown mode 'base\\+pipeline'"):
         plan_modes(["base+pipeline"], [7], ["greedy"], SpecReasonConfig())
+
+
+def test_analytic_latency_of_pipelined_modes_hides_overlap_and_leaves_out_aborted_guesses():
+    from eval.report import analytic_latency
+
+    kept = [spec_step(0, 50, 9, True), spec_step(1, 50, 9, True)]
+    rejected = spec_step(2, 10, 1, True)  # drafted (10 tokens), judged, then:
+    rejected.calls.append(Call("draft", "wasted", 100, 99, 20, 2.0))  # the next draft, aborted
+    rejected.replace_with(base_step(2, 30, 9.0))
+    costs = {"draft_s_per_token": 0.1, "base_s_per_token": 0.3, "judge_s": 1.0}
+    line = record("p1", 0, "specreason-greedy-7", True, 20.0, kept + [rejected])
+    # sequential work: draft 130 tokens (13 s), base 30 (9 s), 3 judge calls (3 s)
+    assert analytic_latency(line, costs) == pytest.approx(25.0)
+    # pipelined: the aborted 20 draft tokens ran beside the loop; steps 1 and 2 were drafted
+    # while their predecessor was judged, hiding min(draft, judge) = 1 s each
+    line["mode_info"] = {"pipeline": True, "race_base_step": False}
+    assert analytic_latency(line, costs) == pytest.approx(25.0 - 2.0 - 1.0 - 1.0)
+    # and with the race, the rejected step's base step began with its judgement: 1 s more
+    line["mode_info"]["race_base_step"] = True
+    assert analytic_latency(line, costs) == pytest.approx(20.0)
