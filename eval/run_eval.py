@@ -7,8 +7,9 @@
         specreason-likelihood-numbers-6+n2 base-gen dropin-likelihood-numbers-6
 
 Every mode sees the same problems, token budget and sampling settings, against the same two
-runtimes, one mode after the other. Each finished (problem, sample, mode) record is appended at
-once; rerunning the same command skips what is done and retries what failed.
+runtimes, one mode after the other (with ``--chunk N``: every mode on N problems, then the next
+N). Each finished (problem, sample, mode) record is appended at once; rerunning the same command
+skips what is done and retries what failed.
 """
 
 from __future__ import annotations
@@ -156,31 +157,40 @@ def run(args) -> int:
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
     with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
             jsonlines.open(args.result_file, mode="a", flush=True) as writer:
-        for mode in modes:
-            items = {}
-            todo: List[Problem] = []
-            for item in problems:
-                for sample in range(args.k):
-                    key = (item.dataset, item.problem.id, sample, mode.label)
-                    if key in done:
-                        continue
-                    rid = f"{item.problem.id}#{sample}"
-                    items[rid] = (item, sample)
-                    todo.append(Problem(rid, item.problem.question, item.problem.answer, item.problem.choices))
-            print(f"\n== {mode.label}: {len(todo)} to run, {len(problems) * args.k - len(todo)} done before")
-            if not todo:
-                continue
-            # Every mode starts from empty radix caches: no mode profits from an earlier one.
-            flush_caches(roles)
-            monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
-            started = time.perf_counter()
-            run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
-            print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")
+        chunk = args.chunk or len(problems) or 1
+        for first in range(0, len(problems), chunk):
+            part = problems[first:first + chunk]
+            if chunk < len(problems):
+                print(f"\n=== problems {first}-{first + len(part) - 1} of {len(problems)}")
+            for mode in modes:
+                _run_mode(mode, part, args, done, roles, writer)
     report = build_report(args.result_file, [m.label for m in modes])  # every data set in the file
     paths = write_report(report, args.report_dir)
     print("\n" + report["markdown"])
     print("report: " + ", ".join(str(p) for p in paths))
     return 1 if any(row["errors"] for row in report["rows"]) else 0
+
+
+def _run_mode(mode: Mode, problems, args, done: set, roles: dict, writer) -> None:
+    """Run ``mode`` on what of ``problems`` (k samples each) is not ``done`` yet."""
+    items = {}
+    todo: List[Problem] = []
+    for item in problems:
+        for sample in range(args.k):
+            if (item.dataset, item.problem.id, sample, mode.label) in done:
+                continue
+            rid = f"{item.problem.id}#{sample}"
+            items[rid] = (item, sample)
+            todo.append(Problem(rid, item.problem.question, item.problem.answer, item.problem.choices))
+    print(f"\n== {mode.label}: {len(todo)} to run, {len(problems) * args.k - len(todo)} done before")
+    if not todo:
+        return
+    # Every mode starts from empty radix caches: no mode profits from an earlier one.
+    flush_caches(roles)
+    monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
+    started = time.perf_counter()
+    run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
+    print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds", nargs="+", type=float, default=[7.0])
     parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=SCORE_METHODS)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--chunk", type=positive_int,
+                        help="run every mode on this many problems before the next ones, so that a "
+                             "long run stopped (or resumed later) holds whole comparisons, each "
+                             "taken close together in time (default: all problems per mode)")
     parser.add_argument("--result-file", type=Path, default=Path("results/eval.jsonl"))
     parser.add_argument("--report-dir", type=Path, default=Path("results/report"))
     parser.add_argument("--verbose", action="store_true", help="a line per step")

@@ -131,11 +131,12 @@ def continuation(s, cfg, draft, base, max_tokens, stop=(), on_step=None):
 
 
 @sgl.function
-def one_gen(s, problem, cfg, role, monitor=None):
+def one_gen(s, problem, cfg, role, monitor=None, label="base-gen"):
     """A program as users already have them: the reasoning prompt and one long ``gen``. On the
     base runtime it is a base-only baseline; on the drop-in backend (``SpecReasonBackend``)
-    SpecReason serves the same ``gen``, and its trace becomes the result's steps."""
-    result = ProblemResult(problem.id, problem.question, role.name)
+    SpecReason serves the same ``gen``, and its trace becomes the result's steps. ``label`` is
+    the result's mode."""
+    result = ProblemResult(problem.id, problem.question, label)
     with recording(result, problem, monitor):
         prompt = role.template.reasoning(problem.question, [], problem.choices)
         text, meta = call(base_step, role.backend, prompt=prompt, max_step_tokens=cfg.token_budget,

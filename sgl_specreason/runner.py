@@ -209,11 +209,15 @@ def program_call(mode: str, problem: Problem, index: int, cfg: SpecReasonConfig,
         from sgl_specreason.dropin import SpecReasonBackend
 
         base = roles[BASE].pick(index)
-        role = Role(BASE, SpecReasonBackend(base.backend, roles[DRAFT].pick(index).backend, cfg),
-                    base.template)
+        # min_tokens = the budget: the program's one gen (max_tokens = budget) is always served.
+        backend = SpecReasonBackend(base.backend, roles[DRAFT].pick(index).backend, cfg,
+                                    min_tokens=cfg.token_budget)
+        role = Role(BASE, backend, base.template)
     else:
         role = roles[BASE if mode == "base-gen" else mode].pick(index)
-    return (one_gen if mode in ("base-gen", "dropin") else reason), dict(common, role=role), role.backend
+    if mode in ("base-gen", "dropin"):
+        return one_gen, dict(common, role=role, label=mode), role.backend
+    return reason, dict(common, role=role), role.backend
 
 
 def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,

@@ -97,3 +97,27 @@ def test_fork_run_batch_and_streaming_still_behave(backend):
     chunks = list(stream.text_iter("answer"))
     meta, result = trace_of(stream)
     assert len(chunks) >= len(result.steps) and "".join(chunks) == stream["answer"]
+
+
+def test_batch_runs_an_ordinary_program_on_the_drop_in_backend_and_resumes(roles, tmp_path, capsys):
+    import json
+
+    from sgl_specreason.cli import main
+
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "question": q, "answer": a}) + "\n"
+                            for i, (q, a) in enumerate([(QUESTION, "5"), ("What is 4 times 6?", "24")])))
+    argv = ["batch", "--mode", "dropin", "--input", str(data), "--output", str(out), "--quiet",
+            "--draft-url", roles[DRAFT].backend.base_url, "--base-url", roles[BASE].backend.base_url,
+            "--token-budget", "32", "--step-max-tokens", "12", "--score-method", "likelihood-numbers",
+            "--threshold", "6", "--pipeline"]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    solved = [r for r in records if r.get("mode") == "dropin"]
+    assert sorted(r["id"] for r in solved) == ["p0", "p1"]
+    for r in solved:  # the one gen was served step by step: drafted, judged, kept or rewritten
+        assert r["steps"] and all(step["score"] is not None for step in r["steps"])
+        assert r["totals"]["judge_calls"] == len(r["steps"]) and r["totals"]["draft_tokens"] > 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "0 problems to solve, 2 done before" in capsys.readouterr().out

@@ -288,20 +288,24 @@ def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path):
     data.write_text(json.dumps({"id": "apples", "question": QUESTION, "answer": "5"}) + "\n"
                     + json.dumps({"id": "pick", "question": "Which is a fruit?", "choices": ["apple", "stone"],
                                   "answer": "apple"}) + "\n")
-    argv = ["--dataset", str(data), "--modes", "base", "specreason", "--thresholds", "5",
+    argv = ["--dataset", str(data), "--modes", "base", "specreason", "dropin+pipeline",
+            "--thresholds", "5", "--chunk", "1",
             "--score-methods", "average", "--token-budget", "24", "--step-max-tokens", "12",
             "--answer-max-tokens", "8", "--result-file", str(tmp_path / "eval.jsonl"),
             "--report-dir", str(tmp_path / "report"),
             "--draft-url", roles[DRAFT].backend.base_url, "--base-url", roles[BASE].backend.base_url]
     assert eval_main(argv) == 0
     records = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert sorted((r["problem_id"], r["mode"]) for r in records) == [
-        ("apples", "base"), ("apples", "specreason-average-5"), ("pick", "base"), ("pick", "specreason-average-5")]
+    modes = ["base", "specreason-average-5", "dropin-average-5+pipeline"]
+    # --chunk 1: every mode on the first problem, then every mode on the next
+    assert [(r["problem_id"], r["mode"]) for r in records] == [(p, m) for p in ("apples", "pick") for m in modes]
     assert {r["kind"] for r in records} == {"math", "choice"}
+    dropin = [r for r in records if r["mode"] == modes[2]]
+    assert all(r["mode_info"]["pipeline"] and r["totals"]["judge_calls"] > 0 for r in dropin)
     report = [json.loads(line) for line in (tmp_path / "report" / "report.jsonl").read_text().splitlines()]
-    assert [row["mode"] for row in report[:2]] == ["base", "specreason-average-5"]
+    assert [row["mode"] for row in report[:3]] == modes
     assert report[1]["speedup"] is not None and report[1]["judge_calls"] > 0
     assert (tmp_path / "report" / "accuracy_vs_speedup.png").exists()
     # a rerun finds everything done and runs nothing
     assert eval_main(argv) == 0
-    assert len((tmp_path / "eval.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "eval.jsonl").read_text().splitlines()) == 6
