@@ -7,10 +7,9 @@ import sglang as sgl
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.dropin import SPECREASON, SpecReasonBackend
 from sgl_specreason.trace import BASE, DRAFT
+from apples import QUESTION
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
-
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have now?"
 
 
 @sgl.function

@@ -16,23 +16,9 @@ from sgl_specreason.problems import make_problem
 from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS
 from sgl_specreason.runner import Monitor, run_problems
 from sgl_specreason.trace import BASE, DRAFT
+from apples import QUESTION, SMALL, solve
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
-
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have now?"
-SMALL = dict(token_budget=40, step_max_tokens=16, answer_max_tokens=8, seed=0)
-
-
-def solve(roles, **changes):
-    cfg = SpecReasonConfig(**{**SMALL, **changes})
-    state = specreason.run(problem=make_problem(QUESTION, id="apples", answer="5"), cfg=cfg,
-                           draft=roles[DRAFT], base=roles[BASE], backend=roles[BASE].backend)
-    assert state.error() is None
-    result = state.ret_value
-    assert result.error is None, result.error
-    assert result.steps and result.stop_reason in ("finished", "repeated", "budget")
-    return result
-
 
 def test_threshold_zero_keeps_every_draft(roles):
     result = solve(roles, threshold=0)

@@ -5,27 +5,12 @@ import time
 
 import pytest
 
-from programs import draft_steps, specreason
+from programs import draft_steps
 from sgl_specreason.calls import CancelScope, Cancelled, call, start
-from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.problems import make_problem
 from sgl_specreason.trace import BASE, DRAFT
+from apples import solve
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
-
-QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have now?"
-SMALL = dict(token_budget=40, step_max_tokens=16, answer_max_tokens=8, seed=0)
-
-
-def solve(roles, **changes):
-    cfg = SpecReasonConfig(**{**SMALL, **changes})
-    state = specreason.run(problem=make_problem(QUESTION, id="apples", answer="5"), cfg=cfg,
-                           draft=roles[DRAFT], base=roles[BASE], backend=roles[BASE].backend)
-    result = state.ret_value
-    assert result.error is None, result.error
-    assert result.steps
-    return result
-
 
 def counting(roles, cancel=None, max_tokens=200):
     """A request that runs for a while: counting on from ten, no stop string."""
