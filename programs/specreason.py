@@ -23,11 +23,12 @@ from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 # -- sub-programs: one runtime each -----------------------------------------------------------
 
 @sgl.function
-def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_, stop=STEP_SEPARATOR,
+def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_, stops=STEP_SEPARATOR,
                 cancel=None):
-    """``num_drafts`` candidates for the next step, forked from one cached prefix."""
+    """``num_drafts`` candidates for the next step, forked from one cached prefix. (Arguments
+    avoid the names ``SglFunction.run`` takes for itself: ``stop``, ``temperature``, ``top_p``.)"""
     s += prompt
-    step = sgl.gen("step", max_tokens=max_step_tokens, stop=stop, temperature=temp, top_p=top_p_)
+    step = sgl.gen("step", max_tokens=max_step_tokens, stop=stops, temperature=temp, top_p=top_p_)
     if num_drafts == 1:
         s += step
         return [gen_result(s, "step")]
@@ -60,9 +61,9 @@ def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None, canc
 
 
 @sgl.function
-def base_step(s, prompt, max_step_tokens, temp, top_p_, stop=STEP_SEPARATOR, cancel=None):
+def base_step(s, prompt, max_step_tokens, temp, top_p_, stops=STEP_SEPARATOR, cancel=None):
     """The next step written by the model itself (the base model when a draft is rejected)."""
-    s += prompt + sgl.gen("step", max_tokens=max_step_tokens, stop=stop, temperature=temp,
+    s += prompt + sgl.gen("step", max_tokens=max_step_tokens, stop=stops, temperature=temp,
                           top_p=top_p_)
     return gen_result(s, "step")
 
@@ -106,16 +107,16 @@ def reason(s, problem, cfg, role, monitor=None):
 
 
 @sgl.function
-def continuation(s, cfg, draft, base, max_tokens, stop=(), on_step=None):
+def continuation(s, cfg, draft, base, max_tokens, stops=(), on_step=None):
     """SpecReason under one long ``gen``: continue the prompt that ``draft.template`` and
     ``base.template`` hold (``templates.Continuation``) step by step, as the base model alone
-    would, until a step ends the text (end of sequence or one of ``stop``) or ``max_tokens``
+    would, until a step ends the text (end of sequence or one of ``stops``) or ``max_tokens``
     kept tokens. The draft model continues the same text. ``on_step`` is called with each kept
     step. Returns a ProblemResult whose ``text`` is the generated text; ``s`` is on the base
     runtime."""
     result = ProblemResult("gen", "", "specreason")
     started = time.perf_counter()
-    stops = [STEP_SEPARATOR] + [x for x in ([stop] if isinstance(stop, str) else stop) if x != STEP_SEPARATOR]
+    stops = [STEP_SEPARATOR] + [x for x in ([stops] if isinstance(stops, str) else stops) if x != STEP_SEPARATOR]
     with closing(speculated_steps(draft, base, "", None, cfg, tidy=str, stop=stops,
                                   budget=max_tokens)) as steps:
         for step in steps:
@@ -140,7 +141,7 @@ def one_gen(s, problem, cfg, role, monitor=None, label="base-gen"):
     with recording(result, problem, monitor):
         prompt = role.template.reasoning(problem.question, [], problem.choices)
         text, meta = call(base_step, role.backend, prompt=prompt, max_step_tokens=cfg.token_budget,
-                          temp=cfg.base_temperature, top_p_=cfg.top_p, stop=[])
+                          temp=cfg.base_temperature, top_p_=cfg.top_p, stops=[])
         inner = meta.get("specreason")
         if inner is not None:
             result.steps = inner.steps
@@ -203,12 +204,12 @@ def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
 def _drafts(draft, q, texts, choices, cfg, stop, limit, cancel=None):
     return call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, texts, choices),
                 num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
-                top_p_=cfg.top_p, stop=stop, cancel=cancel)
+                top_p_=cfg.top_p, stops=stop, cancel=cancel)
 
 
 def _reply(role, q, texts, choices, cfg, stop, limit, cancel=None):
     return call(base_step, role.backend, prompt=role.template.reasoning(q, texts, choices),
-                max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p, stop=stop,
+                max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p, stops=stop,
                 cancel=cancel)
 
 

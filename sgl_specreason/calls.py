@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -38,12 +39,29 @@ class Role:
         return self.replicas[index % len(self.replicas)] if self.replicas else self
 
 
+#: longest wait between two looks at the clock. Python runs signal handlers in the main thread,
+#: between bytecodes; a wait without a timeout there (for a gen, a thread, a future) holds
+#: Ctrl-C and SIGTERM off until it ends, minutes on a CPU, whenever the kernel hands the signal
+#: to another thread. Every wait in the library is a loop of short ones.
+POLL_S = 0.2
+
+
+def wait_result(future):
+    """``future.result()``, in short waits (see ``POLL_S``)."""
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except FutureTimeout:
+            continue
+
+
 def gen_result(state, name: str) -> Tuple[str, dict]:
     """Text and ``meta_info`` of the ``gen`` called ``name`` in ``state``, or its real error."""
     executor = state.stream_executor
     event = executor.variable_event.get(name)
     if event is not None:
-        event.wait()
+        while not event.wait(POLL_S):
+            pass
     if name not in executor.variables:
         worker = getattr(executor, "worker", None)
         if worker is not None:
@@ -126,12 +144,12 @@ class Pending:
         self._scope = scope
 
     def result(self):
-        return self._future.result()
+        return wait_result(self._future)
 
     def cancel(self):
         self._scope.cancel()
         try:
-            return self._future.result()
+            return wait_result(self._future)
         except Exception:
             return None
 

@@ -153,7 +153,7 @@ class SpecReasonBackend(BaseBackend):
         template = Continuation(prompt, self.base_chat)
         stop = [p.stop] if isinstance(p.stop, str) else list(p.stop or ())
         result = call(continuation, self.base, cfg=cfg, draft=Role(DRAFT, self.draft, template),
-                      base=Role(BASE, self.base, template), max_tokens=p.max_new_tokens, stop=stop,
+                      base=Role(BASE, self.base, template), max_tokens=p.max_new_tokens, stops=stop,
                       on_step=on_step)
         self._count(SPECREASON, result.totals())
         return result

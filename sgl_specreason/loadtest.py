@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from sgl_specreason.calls import POLL_S, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import program_call, summary
@@ -76,7 +77,8 @@ def closed_loop(problems: Sequence[Problem], concurrency: int, max_problems: int
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        while t.is_alive():
+            t.join(POLL_S)
     return results
 
 
@@ -98,7 +100,7 @@ def open_loop(problems: Sequence[Problem], rate: float, max_problems: int, max_s
             if wait > 0:
                 time.sleep(wait)
             futures.append(pool.submit(solve, problems[i % len(problems)]))
-    return [f.result() for f in futures]
+    return [wait_result(f) for f in futures]
 
 
 def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from sglang.lang.global_config import global_config
 
 from sgl_specreason import models
 from sgl_specreason.backend import Endpoint
-from sgl_specreason.calls import Role
+from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.problems import BadInput, Problem
@@ -227,8 +228,11 @@ def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict
         return []
     calls = [program_call(mode, p, i, cfg, roles, monitor) for i, p in enumerate(problems)]
     program, _, backend = calls[0]
-    states = program.run_batch([arguments for _, arguments, _ in calls], backend=backend,
-                               num_threads=parallel)
+    # Off the main thread: run_batch waits for its workers without a timeout, which would hold
+    # Ctrl-C and SIGTERM off until every problem in flight is done (calls.POLL_S).
+    with ThreadPoolExecutor(1, thread_name_prefix="specreason-batch") as pool:
+        states = wait_result(pool.submit(program.run_batch, [arguments for _, arguments, _ in calls],
+                                         backend=backend, num_threads=parallel))
     return [state.ret_value for state in states]
 
 

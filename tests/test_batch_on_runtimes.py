@@ -69,11 +69,14 @@ def test_killed_batch_resumes_with_nothing_lost_and_nothing_twice(roles, tmp_pat
     assert again.returncode == 0 and f"0 problems to solve, {len(ids)} done before" in again.stdout
 
 
-def test_sigterm_ends_a_parallel_batch_at_once_and_a_rerun_finishes_it(roles, tmp_path):
+@pytest.mark.parametrize("parallel", ["1", "3"])
+def test_sigterm_ends_a_batch_at_once_and_a_rerun_finishes_it(roles, tmp_path, parallel):
+    # With one problem at a time the main thread waits for a gen; with several, for run_batch's
+    # workers. Either wait, without a timeout, held SIGTERM off until it ended.
     data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = write_problems(data, [f"Count the apples: {i} apples and {i + 1} more." for i in range(6)])
     cmd = [sys.executable, str(ROOT / "scripts" / "run_batch.py"), "--input", str(data), "--output", str(out),
-           "--mode", "base", "--base-url", roles[BASE].backend.base_url, "--parallel", "3",
+           "--mode", "base", "--base-url", roles[BASE].backend.base_url, "--parallel", parallel,
            "--token-budget", "200", "--step-max-tokens", "24", "--answer-max-tokens", "4", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

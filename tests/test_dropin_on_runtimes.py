@@ -13,9 +13,9 @@ pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
 
 
 @sgl.function
-def ask(s, question, max_tokens, stop=()):
+def ask(s, question, max_tokens, stops=()):
     s += sgl.user(question)
-    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.6, top_p=0.95, stop=stop))
+    s += sgl.assistant(sgl.gen("answer", max_tokens=max_tokens, temperature=0.6, top_p=0.95, stop=stops))
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_the_budget_and_stop_strings_end_the_gen_as_they_would_on_the_base(backe
     assert meta["completion_tokens"] <= 40
     assert all(step.source == BASE for step in result.steps)
     # A stop string the model is sure to write soon (a space): the gen ends there, trimmed of it.
-    stopped = ask.run(question=QUESTION, max_tokens=64, stop=" ", backend=backend)
+    stopped = ask.run(question=QUESTION, max_tokens=64, stops=" ", backend=backend)
     meta, result = trace_of(stopped)
     assert meta["finish_reason"]["type"] == "stop" and result.steps[-1].ended
     assert " " not in stopped["answer"] and meta["completion_tokens"] < 64

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.runtime, pytest.mark.timeout(900)]
 def counting(roles, cancel=None, max_tokens=200):
     """A request that runs for a while: counting on from ten, no stop string."""
     return call(draft_steps, roles[DRAFT].backend, prompt="1, 2, 3, 4, 5, 6, 7, 8, 9, 10,",
-                num_drafts=1, max_step_tokens=max_tokens, temp=0.0, top_p_=1.0, stop=[], cancel=cancel)
+                num_drafts=1, max_step_tokens=max_tokens, temp=0.0, top_p_=1.0, stops=[], cancel=cancel)
 
 
 def test_cancel_aborts_the_request_in_flight_and_refuses_later_ones(roles):
