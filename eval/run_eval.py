@@ -164,7 +164,8 @@ def run(args) -> int:
                 print(f"\n=== problems {first}-{first + len(part) - 1} of {len(problems)}")
             for mode in modes:
                 _run_mode(mode, part, args, done, roles, writer)
-    report = build_report(args.result_file, [m.label for m in modes])  # every data set in the file
+    # every data set in the file
+    report = build_report(args.result_file, [m.label for m in modes], baseline=args.baseline)
     paths = write_report(report, args.report_dir)
     print("\n" + report["markdown"])
     print("report: " + ", ".join(str(p) for p in paths))
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--thresholds", nargs="+", type=float, default=[7.0])
     parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=SCORE_METHODS)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--baseline", default=BASE,
+                        help="the mode speedups are measured against (default base; e.g. "
+                             "specreason-likelihood-numbers-6 to weigh pipelining or n drafts)")
     parser.add_argument("--chunk", type=positive_int,
                         help="run every mode on this many problems before the next ones, so that a "
                              "long run stopped (or resumed later) holds whole comparisons, each "
