@@ -7,6 +7,7 @@ an unrelated ``KeyError``. These helpers wait for the result and re-raise the re
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 import warnings
@@ -14,6 +15,8 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+from sglang.lang.ir import SglFunction
 
 from sgl_specreason.answers import extract_answer, is_correct
 from sgl_specreason.errors import RuntimeCallError
@@ -87,8 +90,25 @@ def step_spans(backend, prefix: str, steps: Sequence[str]) -> Tuple[int, List[in
     return max(start - 1, 0), [len(other) - start for other in ids[1:]]
 
 
+#: keyword arguments ``SglFunction.run`` takes for itself (the program's default sampling
+#: parameters): a program argument of one of these names never reaches the program
+_RUN_OWN = frozenset(inspect.signature(SglFunction.run).parameters) - {"self", "args", "kwargs", "backend"}
+
+
 def call(program, backend, **arguments):
-    """Run a sub-program on ``backend`` and return what it returned, raising its error."""
+    """Run a sub-program on ``backend`` and return what it returned, raising its error.
+
+    >>> from programs import base_step
+    >>> call(base_step, None, prompt="x", stop="\\n")
+    Traceback (most recent call last):
+    ...
+    TypeError: base_step: argument(s) stop would be taken by SglFunction.run as default sampling parameters, not passed to the program; give them other names
+    """
+    taken = _RUN_OWN & set(arguments)
+    if taken:
+        raise TypeError(f"{program.func.__name__}: argument(s) {', '.join(sorted(taken))} would be "
+                        "taken by SglFunction.run as default sampling parameters, not passed to the "
+                        "program; give them other names")
     state = program.run(backend=backend, **arguments)
     error = state.error()
     if isinstance(error, BaseException):
