@@ -18,7 +18,7 @@ import argparse
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -119,6 +119,54 @@ def _judged_mode(program: str, method: str, threshold: float, cfg: SpecReasonCon
     return Mode(f"{program}-{method}-{threshold:g}{suffix}", program, c)
 
 
+#: config fields that change how a run reacts to failures, not what it computes
+OPERATIONAL = ("request_timeout", "request_retries")
+
+
+def mode_settings(mode: Mode, roles: Optional[dict] = None) -> dict:
+    """What a mode's records depend on: its whole config and, once the runtimes are up, the model
+    (folder name, as served) and prompt template of each runtime it uses. Written into every
+    record, so that a resumed run cannot mix records made with other settings."""
+    out = {"config": {k: v for k, v in asdict(mode.cfg).items() if k not in OPERATIONAL}}
+    if roles is not None:
+        out["models"] = {role: f"{Path(roles[role].backend.model_path).name} ({roles[role].template.name})"
+                         for role in roles_for(mode.program)}
+    return out
+
+
+def _differences(old, new, where: str = "") -> List[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in _differences(old.get(key), new.get(key), f"{where}.{key}" if where else key)]
+    return [] if old == new else [f"{where}: {old!r} in the file, {new!r} now"]
+
+
+def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
+                   roles: Optional[dict] = None) -> int:
+    """Refuse to add to ``path`` records of a mode that it already holds with other settings;
+    returns how many of the modes' records there carry no settings (older files).
+
+    Only the parts known now are compared: the config before the runtimes start, the models
+    after."""
+    unknown = 0
+    for mode in modes:
+        now = mode_settings(mode, roles)
+        for record in records:
+            if record.get("mode") != mode.label:
+                continue
+            before = record.get("settings")
+            if before is None:
+                unknown += 1
+                continue
+            differences = _differences({k: before.get(k) for k in now}, now)
+            if differences:
+                raise SpecReasonError(
+                    f"{path} holds records of mode {mode.label} made with other settings "
+                    f"({'; '.join(differences)}): rerun with those settings to go on, or give "
+                    f"another --result-file")
+    return unknown
+
+
 def record_key(record: dict) -> tuple:
     return (record["dataset"], record["problem_id"], record["sample"], record["mode"])
 
@@ -131,10 +179,11 @@ def finished_keys(path: Path) -> set:
 class EvalMonitor(Monitor):
     """Adds the evaluation fields to each record and grades it with the real grader."""
 
-    def __init__(self, writer, mode: Mode, items: Dict[str, tuple], **kwargs):
+    def __init__(self, writer, mode: Mode, items: Dict[str, tuple], settings: dict, **kwargs):
         super().__init__(writer, **kwargs)
         self.mode = mode
         self.items = items  # result id -> (EvalProblem, sample)
+        self.settings = settings
 
     def record(self, result: ProblemResult) -> dict:
         item, sample = self.items[result.id]
@@ -143,7 +192,7 @@ class EvalMonitor(Monitor):
         out = result.to_dict()
         out.update(dataset=item.dataset, problem_id=item.problem.id, sample=sample,
                    mode=self.mode.label, mode_info=self.mode.to_dict(), kind=item.kind,
-                   extracted=graded.extracted)
+                   extracted=graded.extracted, settings=self.settings)
         return out
 
 
@@ -152,11 +201,17 @@ def run(args) -> int:
     problems = datasets.load(args.dataset, args.num_questions, args.offset, args.seed_data)
     modes = plan_modes(args.modes, args.thresholds, args.score_methods, cfg)
     args.result_file.parent.mkdir(parents=True, exist_ok=True)
+    earlier = read_records(args.result_file)
+    unknown = check_settings(args.result_file, earlier, modes)  # before minutes of server start
+    if unknown:
+        print(f"note: {unknown} records of these modes in {args.result_file} carry no settings "
+              f"(written before records had them): they are taken as made with these settings")
     done = finished_keys(args.result_file)
     roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
     with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
             jsonlines.open(args.result_file, mode="a", flush=True) as writer:
+        check_settings(args.result_file, earlier, modes, roles)
         chunk = args.chunk or len(problems) or 1
         for first in range(0, len(problems), chunk):
             part = problems[first:first + chunk]
@@ -188,7 +243,7 @@ def _run_mode(mode: Mode, problems, args, done: set, roles: dict, writer) -> Non
         return
     # Every mode starts from empty radix caches: no mode profits from an earlier one.
     flush_caches(roles)
-    monitor = EvalMonitor(writer, mode, items, show_steps=args.verbose)
+    monitor = EvalMonitor(writer, mode, items, mode_settings(mode, roles), show_steps=args.verbose)
     started = time.perf_counter()
     run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
     print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")

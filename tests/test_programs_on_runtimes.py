@@ -267,7 +267,7 @@ def test_ctrl_c_stops_the_local_runtime_it_started(smol_path, tmp_path):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path):
+def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path, capsys):
     from eval.run_eval import main as eval_main
 
     data = tmp_path / "tiny.jsonl"
@@ -292,6 +292,13 @@ def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path):
     assert [row["mode"] for row in report[:3]] == modes
     assert report[1]["speedup"] is not None and report[1]["judge_calls"] > 0
     assert (tmp_path / "report" / "accuracy_vs_speedup.png").exists()
+    # every record says what it was made with: the mode's config and the models served
+    assert all(r["settings"]["config"]["token_budget"] == 24 for r in records)
+    assert {tuple(sorted(r["settings"]["models"])) for r in records} == {("base",), ("base", "draft")}
     # a rerun finds everything done and runs nothing
     assert eval_main(argv) == 0
+    assert len((tmp_path / "eval.jsonl").read_text().splitlines()) == 6
+    # one with another budget would mix incomparable records: refused, the file left as it was
+    assert eval_main([*argv, "--token-budget", "32"]) == 2
+    assert "made with other settings (config.token_budget: 24 in the file, 32 now)" in capsys.readouterr().err
     assert len((tmp_path / "eval.jsonl").read_text().splitlines()) == 6

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from eval.report import build_report, write_report
-from eval.run_eval import finished_keys, plan_modes
+from eval.run_eval import check_settings, finished_keys, mode_settings, plan_modes
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.trace import Call, ProblemResult, Step
@@ -79,6 +79,37 @@ def test_resume_keys_skip_finished_and_retry_failed(tmp_path):
     bad = {**good, "problem_id": "p2", "error": "RuntimeTimeoutError: ..."}
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n" + '{"dataset": "gs')
     assert finished_keys(path) == {("gsm8k", "p1", 0, "base")}
+
+
+def _roles(base_model):
+    from types import SimpleNamespace as NS
+
+    def role(path, template):
+        return NS(backend=NS(model_path=path), template=NS(name=template))
+    return {"draft": role("/m/qwen2.5-coder-0.5b", "qwen"), "base": role(base_model, "qwen")}
+
+
+def test_resume_refuses_records_made_with_other_settings(tmp_path):
+    path = tmp_path / "e.jsonl"
+    cfg = SpecReasonConfig()
+    [mode] = plan_modes(["specreason-likelihood-numbers-6"], [7], ["greedy"], cfg)
+    roles = _roles("/cache/models/qwen2.5-coder-1.5b")
+    settings = mode_settings(mode, roles)
+    assert settings["models"] == {"draft": "qwen2.5-coder-0.5b (qwen)", "base": "qwen2.5-coder-1.5b (qwen)"}
+    assert settings["config"]["token_budget"] == 8192 and "request_timeout" not in settings["config"]
+    record = {"mode": mode.label, "settings": settings}
+    old = {"mode": mode.label}  # written before records carried settings
+    other = {"mode": "base", "settings": {"config": {"token_budget": 1}}}  # another mode: not compared
+    # the same settings, the models served from another folder: fine; records without: counted
+    assert check_settings(path, [record, old, other], [mode], _roles("/elsewhere/qwen2.5-coder-1.5b")) == 1
+    [shorter] = plan_modes(["specreason-likelihood-numbers-6"], [7], ["greedy"], cfg.replace(token_budget=512))
+    with pytest.raises(SpecReasonError, match=r"e.jsonl holds records of mode specreason-likelihood-numbers-6 "
+                                              r"made with other settings \(config.token_budget: 8192 in the "
+                                              r"file, 512 now\)"):
+        check_settings(path, [record], [shorter])  # before the runtimes start: config only
+    with pytest.raises(SpecReasonError, match=r"models.base: 'qwen2.5-coder-1.5b \(qwen\)' in the file, "
+                                              r"'smollm2-135m \(qwen\)' now"):
+        check_settings(path, [record], [mode], _roles("/m/smollm2-135m"))
 
 
 def test_modes_expand_thresholds_and_methods():
