@@ -29,6 +29,23 @@ def read_records(path: Path, require: str = "mode") -> List[dict]:
     return records
 
 
+def record_key(record: dict) -> tuple:
+    """What a record is the result of: (data set, problem, sample, mode)."""
+    return (record["dataset"], record["problem_id"], record["sample"], record["mode"])
+
+
+def final_records(records: Sequence[dict]) -> List[dict]:
+    """One record per key: the last that succeeded, or the last failure where every try failed.
+    A resumed run retries what failed and appends the retry, so earlier failures stay in the
+    file; they must count neither as a wrong answer nor as a second sample."""
+    final: Dict[tuple, dict] = {}
+    for record in records:
+        key = record_key(record)
+        if key not in final or final[key].get("error") or not record.get("error"):
+            final[key] = record
+    return list(final.values())
+
+
 def _mean(xs):
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
@@ -175,8 +192,8 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
     """Rows for every (data set, mode) in ``path`` (``modes`` first, in that order), speedups
     against the ``baseline`` mode (base-only unless told) of the same data set over the same
     problems."""
-    records = [r for r in read_records(path) if dataset is None or r["dataset"] == Path(dataset).stem
-               or r["dataset"] == dataset]
+    records = [r for r in final_records(read_records(path))
+               if dataset is None or r["dataset"] == Path(dataset).stem or r["dataset"] == dataset]
     costs = per_token_costs(records)
     rows, by_step = [], {}
     for ds in sorted({r["dataset"] for r in records}):

@@ -26,7 +26,7 @@ import jsonlines
 
 from eval import datasets
 from eval.grading import grade
-from eval.report import build_report, read_records, write_report
+from eval.report import build_report, read_records, record_key, write_report
 from sgl_specreason.cli import (
     _add_config_flags,
     _add_runtime_flags,
@@ -165,10 +165,6 @@ def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
                     f"({'; '.join(differences)}): rerun with those settings to go on, or give "
                     f"another --result-file")
     return unknown
-
-
-def record_key(record: dict) -> tuple:
-    return (record["dataset"], record["problem_id"], record["sample"], record["mode"])
 
 
 def finished_keys(path: Path) -> set:

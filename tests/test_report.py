@@ -64,6 +64,21 @@ def test_rows_pass_at_1_speedup_and_analytic_latency(results_file):
     assert "| gsm8k | specreason-greedy-7 | 2 | 25.0% ± 25.0 |" in report["markdown"]
 
 
+def test_a_retried_failure_counts_once_and_as_its_retry(results_file):
+    lines = results_file.read_text().splitlines()[:-1]  # without the torn line
+    failed = record("p2", 0, "base", False, 1.5, [])
+    failed["error"] = "RuntimeUnavailableError: cannot reach the base runtime"
+    never = record("p3", 0, "base", False, 2.0, [])
+    never["error"] = "RuntimeTimeoutError: no reply"
+    # p2's first try failed and was retried (appended later); p3 failed twice
+    results_file.write_text("\n".join([json.dumps(failed), *lines, json.dumps(never), json.dumps(never)]) + "\n")
+    base = build_report(results_file, ["base"])["rows"][0]
+    assert base["samples"] == 5 and base["problems"] == 3  # p1 and p2 twice each, p3 once
+    assert base["pass_at_1"] == pytest.approx(1 / 3)  # p1 1.0, p2 0.0, p3 0.0
+    assert base["errors"] == 1
+    assert base["wall_s_total"] == pytest.approx(4 * 30.0 + 2.0)
+
+
 def test_report_files_are_written(results_file, tmp_path):
     paths = write_report(build_report(results_file, []), tmp_path / "report")
     names = sorted(p.name for p in paths)
