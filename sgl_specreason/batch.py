@@ -81,8 +81,8 @@ class ProgressMonitor(Monitor):
         if self.stream is not None:
             self.bar.write(text, file=self.stream)
 
-    def on_result(self, result: ProblemResult) -> None:
-        super().on_result(result)
+    def take(self, result: ProblemResult) -> None:
+        super().take(result)
         with self.lock:
             totals = result.totals()
             self.judged += totals.judged_steps

@@ -35,6 +35,7 @@ from sgl_specreason.runner import (
     print_summary,
     roles_for,
     run_problems,
+    stopping,
     summary,
 )
 from sgl_specreason.trace import BASE, DRAFT
@@ -282,6 +283,7 @@ def guarded(job, interrupted: str) -> int:
     every problem in flight, minutes each on a CPU. Nothing finished is lost, since each result
     is flushed as it is written; a rerun of a batch or an evaluation resumes from there."""
     def stop_now(signum, _frame):
+        stopping.set()  # problems failing as their servers go away are not recorded as failures
         print(interrupted, file=sys.stderr, flush=True)
         stop_all()
         sys.stdout.flush()

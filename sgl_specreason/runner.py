@@ -142,6 +142,12 @@ class _Starting:
         self.server.stop()
 
 
+#: Set once Ctrl-C or SIGTERM has begun to stop the local servers (``cli.guarded``). A problem
+#: that ends after that failed because its server went away, not because of anything a rerun
+#: should know: its result is neither written nor shown, and a rerun solves it again.
+stopping = threading.Event()
+
+
 class Monitor:
     """Receives each step and each finished problem from the programs (any thread): prints
     progress and appends every result to the results file as soon as it is done (open the
@@ -179,6 +185,11 @@ class Monitor:
         """Called once the run is over (subclasses close what they opened)."""
 
     def on_result(self, result: ProblemResult) -> None:
+        if not stopping.is_set():
+            self.take(result)
+
+    def take(self, result: ProblemResult) -> None:
+        """Record a finished problem (subclasses add to this)."""
         with self.lock:
             self.results.append(result)
             if self.writer is not None:

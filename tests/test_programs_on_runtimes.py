@@ -258,6 +258,8 @@ def test_ctrl_c_stops_the_local_runtime_it_started(smol_path, tmp_path):
     rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output + rest
     assert "interrupted; local runtimes stopped" in rest
+    # the problem in flight failed as its server went away: no failure of its own, not recorded
+    assert "error" not in rest and not (tmp_path / "r.jsonl").read_text().strip()
     time.sleep(1)
     alive = [pid for pid in server_pids if psutil.pid_exists(pid)
              and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
