@@ -107,8 +107,40 @@ def analytic_latency(record: dict, costs: dict) -> Optional[float]:
     return total
 
 
-def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: Optional[float],
-         base_analytic: Optional[float]) -> dict:
+def kept_tokens(record: dict) -> int:
+    t = record["totals"]
+    return t["kept_draft_tokens"] + t["kept_base_tokens"]
+
+
+def speedup_limits(totals: Totals, samples: int, analytic: Optional[float], kept: Optional[float],
+                   baseline: dict, costs: dict) -> Optional[dict]:
+    """Where a judged mode's analytic speedup comes from, and what bounds it.
+
+    analytic speedup = per-token speedup x length ratio: the baseline's analytic seconds per
+    kept token over this mode's, times the baseline's kept tokens per problem over this mode's
+    (shorter or longer solutions). The per-token part is bounded by the two models' per-token
+    times and the judge's cost per drafted step: with every draft kept it would be
+    base / (draft + judge / tokens per drafted step) -- the ceiling."""
+    b, d, judge = costs["base_s_per_token"], costs["draft_s_per_token"], costs["judge_s"]
+    if not (totals.judge_calls and analytic and kept and baseline.get("analytic") and baseline.get("kept")
+            and b and d and judge is not None):
+        return None
+    step = totals.draft_tokens / totals.judge_calls
+    baseline_per_token = baseline["analytic"] / baseline["kept"]
+    return {
+        "kept_tokens": kept, "baseline_kept_tokens": baseline["kept"],
+        "length_ratio": baseline["kept"] / kept,
+        "s_per_kept_token": analytic / kept, "baseline_s_per_kept_token": baseline_per_token,
+        "per_token_speedup": baseline_per_token / (analytic / kept),
+        "draft_tokens_per_step": step, "draft_over_base": d / b, "judge_in_draft_tokens": judge / d,
+        "ceiling": b / (d + judge / step),
+        "judge_share": totals.judge_calls * judge / (analytic * samples),
+    }
+
+
+def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: dict) -> dict:
+    """``baseline``: wall, analytic (s per problem) and kept (tokens per problem) of the
+    baseline mode over the same problems."""
     by_problem = defaultdict(list)
     for r in records:
         by_problem[r["problem_id"]].append(1.0 if r.get("correct") else 0.0)
@@ -119,7 +151,9 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: O
     walls = [r["wall_s"] for r in records]
     wall = _mean(walls)
     analytic = _mean([analytic_latency(r, costs) for r in records])
+    kept = _mean([kept_tokens(r) for r in records])
     totals = merged_totals(records)
+    base_wall, base_analytic = baseline.get("wall"), baseline.get("analytic")
     histogram = [0] * 10
     for r in records:
         for step in r["steps"]:
@@ -141,6 +175,8 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, base_wall: O
         "wasted_tokens": totals.wasted_tokens,
         "cache_hit_draft": totals.cache_hit_ratio(DRAFT), "cache_hit_base": totals.cache_hit_ratio(BASE),
         "errors": sum(1 for r in records if r.get("error")),
+        "kept_tokens_per_problem": kept,
+        "limits": speedup_limits(totals, len(records), analytic, kept, baseline, costs),
     }
 
 
@@ -180,6 +216,24 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
                  f"{_fmt(costs['draft_s_per_token'] and 1000 * costs['draft_s_per_token'], '.0f')} ms, base "
                  f"{_fmt(costs['base_s_per_token'] and 1000 * costs['base_s_per_token'], '.0f')} ms; judge call "
                  f"{_fmt(costs['judge_s'] and 1000 * costs['judge_s'], '.0f')} ms.")
+    limited = [r for r in rows if r["limits"]]
+    if limited:
+        lines += ["", "What the analytic speedup is made of (analytic speedup = per-token speedup x length "
+                  "ratio; ceiling: the per-token speedup if every draft were kept, base / (draft + judge / "
+                  "drafted tokens per step)):", "",
+                  "| dataset | mode | kept tok/problem | baseline's | length ratio | ms per kept token "
+                  "| baseline's | per-token speedup | tokens per drafted step | judge = draft tokens "
+                  "| ceiling | judge share of time |",
+                  "|" + "|".join(["---"] * 12) + "|"]
+        for r in limited:
+            x = r["limits"]
+            lines.append(
+                f"| {r['dataset']} | {r['mode']} | {x['kept_tokens']:.0f} | {x['baseline_kept_tokens']:.0f} "
+                f"| {x['length_ratio']:.2f}x | {1000 * x['s_per_kept_token']:.0f} "
+                f"| {1000 * x['baseline_s_per_kept_token']:.0f} | {x['per_token_speedup']:.2f}x "
+                f"| {x['draft_tokens_per_step']:.1f} | {x['judge_in_draft_tokens']:.1f} | {x['ceiling']:.2f}x "
+                f"| {100 * x['judge_share']:.0f}% |")
+        lines.append("")
     for r in rows:
         if any(r["judge_histogram"]):
             lines.append(f"Judge scores {r['dataset']}/{r['mode']} (steps per bin [0,1) .. [9,10]): "
@@ -205,9 +259,10 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
         for mode in order:
             chosen = [r for r in mine if r["mode"] == mode and (not base_ids or r["problem_id"] in base_ids)]
             base_same = [r for r in base if r["problem_id"] in {c["problem_id"] for c in chosen}]
-            base_wall = _mean([r["wall_s"] for r in base_same])
-            base_analytic = _mean([analytic_latency(r, costs) for r in base_same])
-            rows.append(_row(ds, mode, chosen, costs, base_wall, base_analytic))
+            baseline_same = {"wall": _mean([r["wall_s"] for r in base_same]),
+                             "analytic": _mean([analytic_latency(r, costs) for r in base_same]),
+                             "kept": _mean([kept_tokens(r) for r in base_same])}
+            rows.append(_row(ds, mode, chosen, costs, baseline_same))
             if any(step["score"] is not None for r in chosen for step in r["steps"]):
                 by_step[f"{ds}/{mode}"] = acceptance_by_step(chosen)
     return {"rows": rows, "costs": costs, "acceptance_by_step": by_step, "baseline": baseline,

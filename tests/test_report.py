@@ -62,6 +62,16 @@ def test_rows_pass_at_1_speedup_and_analytic_latency(results_file):
     assert spec["judge_histogram"][9] == 4 and spec["judge_histogram"][3] == 4
     assert report["acceptance_by_step"]["gsm8k/specreason-greedy-7"] == {0: 1.0, 1: 0.0}
     assert "| gsm8k | specreason-greedy-7 | 2 | 25.0% ± 25.0 |" in report["markdown"]
+    # what the analytic speedup is made of: here both modes keep 100 tokens a problem
+    assert base["limits"] is None  # nothing judged
+    limits = spec["limits"]
+    assert limits["kept_tokens"] == 100 and limits["length_ratio"] == pytest.approx(1.0)
+    assert limits["per_token_speedup"] * limits["length_ratio"] == pytest.approx(spec["analytic_speedup"])
+    assert limits["draft_tokens_per_step"] == 50  # 100 drafted tokens, 2 judge calls
+    assert limits["ceiling"] == pytest.approx(costs["base_s_per_token"] / (0.1 + 1.0 / 50))
+    assert limits["judge_in_draft_tokens"] == pytest.approx(10.0)
+    assert limits["judge_share"] == pytest.approx(2 * 1.0 / expected_spec)
+    assert "| gsm8k | specreason-greedy-7 | 100 | 100 | 1.00x |" in report["markdown"]
 
 
 def test_a_retried_failure_counts_once_and_as_its_retry(results_file):
