@@ -1,11 +1,16 @@
 """The evaluation report: per data set and mode, accuracy, measured and analytic speed,
-acceptance, judge scores, tokens and cache hits; JSONL, a Markdown table and PNG plots."""
+acceptance, judge scores, tokens and cache hits; JSONL, a Markdown table and PNG plots.
+
+``python -m eval`` writes it at the end of a run; ``python -m eval.report RESULT_FILE`` writes it
+again from the records alone (no runtime needed), e.g. with another ``--baseline``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -314,3 +319,29 @@ def write_report(report: dict, out_dir: Path) -> List[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m eval.report",
+        description="Write the report of an evaluation's result file again, from its records alone.")
+    parser.add_argument("result_file", type=Path)
+    parser.add_argument("--report-dir", type=Path, default=Path("results/report"))
+    parser.add_argument("--baseline", default=BASE, help="the mode speedups are measured against")
+    parser.add_argument("--modes", nargs="*", default=[], help="rows of these modes first, in this order")
+    parser.add_argument("--dataset", help="only this data set (default: every one in the file)")
+    args = parser.parse_args(argv)
+    if not args.result_file.is_file():
+        parser.error(f"{args.result_file}: no such file")
+    report = build_report(args.result_file, args.modes, args.dataset, args.baseline)
+    if not report["rows"]:
+        parser.error(f"{args.result_file} holds no evaluation records"
+                     + (f" of data set {args.dataset}" if args.dataset else ""))
+    paths = write_report(report, args.report_dir)
+    print(report["markdown"])
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

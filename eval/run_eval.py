@@ -205,16 +205,21 @@ def run(args) -> int:
     done = finished_keys(args.result_file)
     roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
-    with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
-            jsonlines.open(args.result_file, mode="a", flush=True) as writer:
-        check_settings(args.result_file, earlier, modes, roles)
-        chunk = args.chunk or len(problems) or 1
-        for first in range(0, len(problems), chunk):
-            part = problems[first:first + chunk]
-            if chunk < len(problems):
-                print(f"\n=== problems {first}-{first + len(part) - 1} of {len(problems)}")
-            for mode in modes:
-                _run_mode(mode, part, args, done, roles, writer)
+    left = sum((item.dataset, item.problem.id, sample, mode.label) not in done
+               for item in problems for sample in range(args.k) for mode in modes)
+    if not left:
+        print(f"every record is in {args.result_file} already: no runtime started")
+    else:
+        with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
+                jsonlines.open(args.result_file, mode="a", flush=True) as writer:
+            check_settings(args.result_file, earlier, modes, roles)
+            chunk = args.chunk or len(problems) or 1
+            for first in range(0, len(problems), chunk):
+                part = problems[first:first + chunk]
+                if chunk < len(problems):
+                    print(f"\n=== problems {first}-{first + len(part) - 1} of {len(problems)}")
+                for mode in modes:
+                    _run_mode(mode, part, args, done, roles, writer)
     # every data set in the file
     report = build_report(args.result_file, [m.label for m in modes], baseline=args.baseline)
     paths = write_report(report, args.report_dir)

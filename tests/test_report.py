@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eval.report import build_report, write_report
+from eval.report import build_report, main as report_main, write_report
 from eval.run_eval import check_settings, finished_keys, mode_settings, plan_modes
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
@@ -194,3 +194,26 @@ def test_analytic_latency_of_pipelined_modes_hides_overlap_and_leaves_out_aborte
     # and with the race, the rejected step's base step began with its judgement: 1 s more
     line["mode_info"]["race_base_step"] = True
     assert analytic_latency(line, costs) == pytest.approx(20.0)
+
+
+def test_a_finished_run_starts_no_runtime_and_the_report_can_be_rewritten_alone(results_file, tmp_path, capsys):
+    from eval.run_eval import main as eval_main
+
+    data = tmp_path / "gsm8k.jsonl"  # a user file named like the records' data set
+    data.write_text("".join(json.dumps({"id": pid, "question": "q", "answer": "1"}) + "\n" for pid in ("p1", "p2")))
+    nowhere = "http://127.0.0.1:9"  # nothing listens there: any request would fail
+    argv = ["--dataset", str(data), "--k", "2", "--modes", "base", "specreason-greedy-7",
+            "--result-file", str(results_file), "--report-dir", str(tmp_path / "report"),
+            "--draft-url", nowhere, "--base-url", nowhere]
+    assert eval_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no runtime started" in out and "| gsm8k | specreason-greedy-7 | 2 | 25.0% ± 25.0 |" in out
+    # the report alone, against another baseline
+    assert report_main([str(results_file), "--report-dir", str(tmp_path / "again"),
+                        "--baseline", "specreason-greedy-7"]) == 0
+    out = capsys.readouterr().out
+    assert "Speedups are over specreason-greedy-7" in out and "| gsm8k | base | 2 | 50.0% ± 50.0 | 30.0 | 0.33x |" in out
+    assert (tmp_path / "again" / "report.md").exists()
+    with pytest.raises(SystemExit):
+        report_main([str(tmp_path / "missing.jsonl")])
+    assert "missing.jsonl: no such file" in capsys.readouterr().err
