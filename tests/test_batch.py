@@ -32,3 +32,38 @@ def test_finished_ids_count_only_this_modes_results_without_error(tmp_path):
     assert finished_ids(path, "specreason") == {"1"}
     assert finished_ids(path, "base") == {"3"}
     assert finished_ids(tmp_path / "missing.jsonl", "base") == set()
+
+
+SIGTERM_MID_STOP = """
+import os, signal, sys, threading, jsonlines
+from sgl_specreason import cli
+from sgl_specreason.runner import Monitor
+from sgl_specreason.trace import ProblemResult
+
+writer = jsonlines.open(sys.argv[1], mode="a", flush=True)
+monitor = Monitor(writer, stream=None)
+
+def stop_all():  # as a worker sees its server go away while the local servers are stopped
+    monitor.on_result(ProblemResult("p1", "q", "base", error="RuntimeUnavailableError: refused"))
+
+cli.stop_all = stop_all
+
+def job():
+    monitor.on_result(ProblemResult("p0", "q", "base", answer="4"))  # finished before the signal
+    os.kill(os.getpid(), signal.SIGTERM)
+    threading.Event().wait(30)
+    return 0
+
+sys.exit(cli.guarded(job, "interrupted"))
+"""
+
+
+def test_problems_failing_while_sigterm_stops_the_servers_are_not_recorded(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_MID_STOP, str(out)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 143, proc.stderr
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["p0"]
