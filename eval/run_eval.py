@@ -167,9 +167,10 @@ def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
     return unknown
 
 
-def finished_keys(path: Path) -> set:
-    """Keys of records already done (without error); a torn last line is ignored."""
-    return {record_key(r) for r in read_records(path) if not r.get("error")}
+def finished_keys(path: Path, records: Optional[Sequence[dict]] = None) -> set:
+    """Keys of records already done (without error); a torn last line is ignored. ``records``:
+    the file's, where already read."""
+    return {record_key(r) for r in (read_records(path) if records is None else records) if not r.get("error")}
 
 
 class EvalMonitor(Monitor):
@@ -202,7 +203,7 @@ def run(args) -> int:
     if unknown:
         print(f"note: {unknown} records of these modes in {args.result_file} carry no settings "
               f"(written before records had them): they are taken as made with these settings")
-    done = finished_keys(args.result_file)
+    done = finished_keys(args.result_file, earlier)
     roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
     left = sum((item.dataset, item.problem.id, sample, mode.label) not in done
