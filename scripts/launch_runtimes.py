@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sgl_specreason.calls import POLL_S  # noqa: E402
+from sgl_specreason.calls import wait_event  # noqa: E402
 from sgl_specreason.cli import _add_runtime_flags, guarded  # noqa: E402
 from sgl_specreason.config import SpecReasonConfig  # noqa: E402
 from sgl_specreason.runner import RuntimeOptions, open_runtimes  # noqa: E402
@@ -90,8 +90,7 @@ def run(args) -> int:
               f"--base-url {roles[BASE].backend.base_url} --input problems.jsonl", flush=True)
         print("Ctrl-C or SIGTERM stops both", flush=True)
         try:
-            while not stop.wait(POLL_S):  # short waits: see calls.POLL_S
-                pass
+            wait_event(stop)  # short waits: see calls.POLL_S
         except KeyboardInterrupt:
             pass
     print("both runtimes stopped")

@@ -58,13 +58,18 @@ def wait_result(future):
             continue
 
 
+def wait_event(event: threading.Event) -> None:
+    """``event.wait()``, in short waits (see ``POLL_S``)."""
+    while not event.wait(POLL_S):
+        pass
+
+
 def gen_result(state, name: str) -> Tuple[str, dict]:
     """Text and ``meta_info`` of the ``gen`` called ``name`` in ``state``, or its real error."""
     executor = state.stream_executor
     event = executor.variable_event.get(name)
     if event is not None:
-        while not event.wait(POLL_S):
-            pass
+        wait_event(event)
     if name not in executor.variables:
         worker = getattr(executor, "worker", None)
         if worker is not None:
