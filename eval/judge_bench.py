@@ -29,9 +29,9 @@ from eval.corrupt import KINDS, Pair, gsm8k_problems, make_pairs
 from eval.report import read_records
 from programs import judge_steps
 from sgl_specreason.calls import call, step_spans
-from sgl_specreason.cli import (
-    _add_config_flags,
-    _add_runtime_flags,
+from sgl_specreason.flags import (
+    add_config_flags,
+    add_runtime_flags,
     config_from_args,
     guarded,
     positive_int,
@@ -226,7 +226,7 @@ def run(args) -> int:
     print(f"{len(pairs)} pairs from {args.num_problems} GSM8K problems; {len(todo)} steps to judge, "
           f"{2 * len(pairs) - len(todo)} done before")
     if todo:
-        with open_runtimes(runtime_options(args), cfg, (BASE,)) as roles, \
+        with open_runtimes(runtime_options(args, parallel=1), cfg, (BASE,)) as roles, \
                 jsonlines.open(records_path, mode="a", flush=True) as writer:
             base = roles[BASE]
             started = time.perf_counter()
@@ -253,15 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruption generator")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--out-dir", type=Path, default=Path("results/judge_bench"))
-    _add_config_flags(parser)
-    _add_runtime_flags(parser)
+    add_config_flags(parser)
+    add_runtime_flags(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command = "judge-bench"
-    args.parallel = 1
     return guarded(lambda: run(args), "interrupted; the local runtime stopped, judged steps "
                                       "kept: rerun the same command to go on")
 

@@ -27,9 +27,9 @@ import jsonlines
 from eval import datasets
 from eval.grading import grade
 from eval.report import build_report, read_records, record_key, write_report
-from sgl_specreason.cli import (
-    _add_config_flags,
-    _add_runtime_flags,
+from sgl_specreason.flags import (
+    add_config_flags,
+    add_runtime_flags,
     config_from_args,
     guarded,
     positive_int,
@@ -211,7 +211,7 @@ def run(args) -> int:
     if not left:
         print(f"every record is in {args.result_file} already: no runtime started")
     else:
-        with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
+        with open_runtimes(runtime_options(args, args.parallel), cfg, roles_needed) as roles, \
                 jsonlines.open(args.result_file, mode="a", flush=True) as writer:
             check_settings(args.result_file, earlier, modes, roles)
             chunk = args.chunk or len(problems) or 1
@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", nargs="+", default=["base", "draft", "specreason"])
     parser.add_argument("--thresholds", nargs="+", type=float, default=[7.0])
     parser.add_argument("--score-methods", nargs="+", default=["greedy"], choices=SCORE_METHODS)
-    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--parallel", type=positive_int, default=1, help="problems solved at once")
     parser.add_argument("--baseline", default=BASE,
                         help="the mode speedups are measured against (default base; e.g. "
                              "specreason-likelihood-numbers-6 to weigh pipelining or n drafts)")
@@ -274,14 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--result-file", type=Path, default=Path("results/eval.jsonl"))
     parser.add_argument("--report-dir", type=Path, default=Path("results/report"))
     parser.add_argument("--verbose", action="store_true", help="a line per step")
-    _add_config_flags(parser)
-    _add_runtime_flags(parser)
+    add_config_flags(parser)
+    add_runtime_flags(parser)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    args.command = "eval"
     return guarded(lambda: run(args), "interrupted; local runtimes stopped, finished records "
                                       "kept: rerun the same command to go on")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgl_specreason.calls import wait_event  # noqa: E402
-from sgl_specreason.cli import _add_runtime_flags, guarded  # noqa: E402
 from sgl_specreason.config import SpecReasonConfig  # noqa: E402
+from sgl_specreason.flags import add_runtime_flags, guarded  # noqa: E402
 from sgl_specreason.runner import RuntimeOptions, open_runtimes  # noqa: E402
 from sgl_specreason.trace import BASE, DRAFT  # noqa: E402
 
@@ -33,7 +33,7 @@ SPECULATIVE = ("algorithm", "draft-model-path", "num-steps", "eagle-topk", "num-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch_runtimes.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_runtime_flags(parser)
+    add_runtime_flags(parser)
     gpu = parser.add_argument_group("GPU servers")
     for role in (DRAFT, BASE):
         gpu.add_argument(f"--{role}-tp", type=int, help=f"tensor parallel size of the {role} server")

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jsonlines  # noqa: E402
 
 from sgl_specreason import data  # noqa: E402
-from sgl_specreason.cli import (  # noqa: E402
-    _add_config_flags,
-    _add_runtime_flags,
+from sgl_specreason.flags import (  # noqa: E402
+    add_config_flags,
+    add_runtime_flags,
     config_from_args,
     guarded,
     positive_int,
@@ -51,9 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-path", type=Path, help="problems JSONL (default: GSM8K test problems)")
     parser.add_argument("--arrival-seed", type=int, default=0, help="seed of the open-loop arrivals")
     parser.add_argument("--out-dir", type=Path, default=Path("results/load_test"))
-    _add_config_flags(parser)
-    _add_runtime_flags(parser)
+    add_config_flags(parser)
+    add_runtime_flags(parser)
     return parser
+
+
+def clients_at_most(args) -> int:
+    """Problems in flight at once at the busiest level (an open loop has at least two)."""
+    return max([*args.concurrency, 2 if args.request_rates else 1])
 
 
 def run(args) -> int:
@@ -72,7 +77,7 @@ def run(args) -> int:
     roles_needed = sorted({r for m in args.modes for r in roles_for(m)})
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
-    with open_runtimes(runtime_options(args), cfg, roles_needed) as roles, \
+    with open_runtimes(runtime_options(args, clients_at_most(args)), cfg, roles_needed) as roles, \
             jsonlines.open(args.out_dir / "load_test.jsonl", mode="w", flush=True) as writer:
         for level in levels:
             for mode in args.modes:
@@ -105,8 +110,6 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    args.command = "load-test"
-    args.parallel = max([*args.concurrency, 2 if args.request_rates else 1])
     return guarded(lambda: run(args), "interrupted; local runtimes stopped")
 
 

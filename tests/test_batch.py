@@ -36,7 +36,7 @@ def test_finished_ids_count_only_this_modes_results_without_error(tmp_path):
 
 SIGTERM_MID_STOP = """
 import os, signal, sys, threading, jsonlines
-from sgl_specreason import cli
+from sgl_specreason import flags
 from sgl_specreason.runner import Monitor
 from sgl_specreason.trace import ProblemResult
 
@@ -46,7 +46,7 @@ monitor = Monitor(writer, stream=None)
 def stop_all():  # as a worker sees its server go away while the local servers are stopped
     monitor.on_result(ProblemResult("p1", "q", "base", error="RuntimeUnavailableError: refused"))
 
-cli.stop_all = stop_all
+flags.stop_all = stop_all
 
 def job():
     monitor.on_result(ProblemResult("p0", "q", "base", answer="4"))  # finished before the signal
@@ -54,7 +54,7 @@ def job():
     threading.Event().wait(30)
     return 0
 
-sys.exit(cli.guarded(job, "interrupted"))
+sys.exit(flags.guarded(job, "interrupted"))
 """
 
 

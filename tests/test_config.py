@@ -57,7 +57,8 @@ def test_temperature_per_role():
     (["demo", "--base-model", "/models/QwQ-32B"], ("greedy", 7.0)),  # other models: the paper's
 ])
 def test_cli_judge_defaults_depend_on_the_runtimes(argv, expected):
-    from sgl_specreason.cli import build_parser, config_from_args
+    from sgl_specreason.cli import build_parser
+    from sgl_specreason.flags import config_from_args
 
     cfg = config_from_args(build_parser().parse_args(argv))
     assert (cfg.score_method, cfg.threshold) == expected
@@ -77,9 +78,10 @@ def test_pipeline_needs_one_draft_per_step():
     (["demo", "--pipeline", "--threads", "2"], True, False, 2),
 ])
 def test_cli_switches_pipelining_and_the_race(argv, pipeline, race, threads):
-    from sgl_specreason.cli import build_parser, config_from_args, runtime_options
+    from sgl_specreason.cli import build_parser
+    from sgl_specreason.flags import config_from_args, runtime_options
 
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     assert (cfg.pipeline, cfg.race_base_step) == (pipeline, race)
-    assert runtime_options(args).threads == threads
+    assert runtime_options(args, args.parallel).threads == threads

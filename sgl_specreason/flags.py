@@ -1,0 +1,170 @@
+"""What every command line shares: the SpecReason and runtime flags, how they become a
+``SpecReasonConfig`` and ``RuntimeOptions``, and running a command with errors and signals
+handled (``guarded``).
+
+``sgl-specreason``, ``python -m eval``, ``eval.judge_bench`` and the scripts build their parsers
+from these, so a setting is spelled, defaulted and explained the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from sgl_specreason import models
+from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
+from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.runner import RuntimeOptions, stopping
+from sgl_specreason.runtime import stop_all
+from sgl_specreason.trace import BASE, DRAFT
+
+CONFIG_HELP = {
+    "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none)",
+    "score_method": "greedy: the judge's digit; average: expected digit over its top-k (the paper's "
+                    "question); likelihood, likelihood-min, likelihood-numbers: 10 + the base "
+                    "model's log-prob of the step's tokens (mean, worst 3-token window, worst "
+                    "number token)",
+    "token_budget": "stop after this many kept output tokens",
+    "step_max_tokens": "new tokens per reasoning step at most",
+    "answer_max_tokens": "new tokens for the answer when reasoning stopped without one",
+    "num_drafts": "drafts per step, forked from one cached prefix, judged together; the best is kept",
+    "pipeline": "draft the next step while this one is judged (aborted if it is rejected)",
+    "race_base_step": "start the base model's own step together with the judgement; abort the loser",
+    "first_n_base_steps": "the base model writes the first N steps",
+    "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
+    "seed": "sampling seed of the local runtimes",
+    "request_timeout": "seconds a runtime request may take",
+    "request_retries": "times a refused, dropped or 5xx request is sent again (with backoff)",
+}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``SpecReasonConfig`` field (``--token-budget``, ``--pipeline/--no-pipeline``,
+    ...); each defaults to None, so that ``config_from_args`` knows what was given."""
+    group = parser.add_argument_group("SpecReason settings")
+    defaults = SpecReasonConfig()
+    for f in dataclasses.fields(SpecReasonConfig):
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=f"{CONFIG_HELP[f.name]} (default {'on' if default else 'off'})")
+            continue
+        kind = {int: int, float: float, str: str}.get(type(default), int)
+        if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
+            kind = float
+        extra = {"choices": SCORE_METHODS} if f.name == "score_method" else {}
+        group.add_argument(flag, type=kind, default=None,
+                           help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} (default {default})",
+                           **extra)
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``RuntimeOptions``: a URL per role, or the model to serve locally and how."""
+    group = parser.add_argument_group("runtimes (give URLs, or models to serve locally)")
+    d = RuntimeOptions()
+    for role in (DRAFT, BASE):
+        group.add_argument(f"--{role}-url", help=f"URL of a running SGLang server for the {role} model")
+        group.add_argument(f"--{role}-model", default=getattr(d, f"{role}_model"),
+                           help=f"offline model name ({', '.join(models.MODELS)}) or a local Hugging "
+                                f"Face folder (default {getattr(d, f'{role}_model')})")
+        group.add_argument(f"--{role}-dtype", default=getattr(d, f"{role}_dtype"),
+                           help=f"dtype of the local {role} server (default {getattr(d, f'{role}_dtype')})")
+        group.add_argument(f"--{role}-template", help="prompt template, if not told by the model name")
+        group.add_argument(f"--{role}-port", type=int, help="port of the local server (default: a free one)")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    group.add_argument("--threads", type=int, help="OMP threads per local CPU server (default: 2 "
+                                                   "when one runtime works at a time, 1 with "
+                                                   "--parallel > 1, --pipeline or --race-base-step)")
+    group.add_argument("--max-total-tokens", type=int, default=d.max_total_tokens,
+                       help="KV pool size of each local server, in tokens")
+    group.add_argument("--log-dir", type=Path, default=d.log_dir, help="server logs go here")
+    group.add_argument("--api-key", help="API key of the given servers")
+
+
+# The judge for the default local CPU pair, chosen by measurement: on 120 GSM8K step pairs
+# (eval/reports/cpu-2026-11-24/judges) the paper's question gave Qwen2.5-Coder-1.5B an AUROC of
+# 0.50 (greedy: 9 for nearly every step) while the base model's log-prob of the step's worst
+# number token gave 0.95; at >= 6 (every number at least 1.8 % likely) it kept 94 % of correct
+# steps and 9 % of corrupted ones, and costs a smaller prefill than the paper's question.
+# Given URLs or other models keep the paper's judge (greedy >= 7) unless told otherwise.
+LOCAL_PAIR_DEFAULTS = {"score_method": "likelihood-numbers", "threshold": 6.0}
+
+
+def uses_local_pair(args) -> bool:
+    """True when the command serves the default draft and base models locally."""
+    d = RuntimeOptions()
+    return (not getattr(args, "draft_url", None) and not getattr(args, "base_url", None)
+            and getattr(args, "draft_model", d.draft_model) == d.draft_model
+            and getattr(args, "base_model", d.base_model) == d.base_model)
+
+
+def config_from_args(args) -> SpecReasonConfig:
+    """The config the flags of ``add_config_flags`` give: what was given, over the local pair's
+    measured judge when the default models are served locally, over the dataclass defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(SpecReasonConfig)
+             if getattr(args, f.name, None) is not None}
+    if uses_local_pair(args):
+        given = {**LOCAL_PAIR_DEFAULTS, **given}
+    return SpecReasonConfig(**given)
+
+
+def runtime_options(args, parallel: int = 1) -> RuntimeOptions:
+    """The runtimes the flags of ``add_runtime_flags`` name; ``parallel``: problems in flight at
+    once, which sets the default threads per local CPU server."""
+    # Two CPU runtimes busy at once (problems in parallel, pipelining, the race) share the
+    # cores: on a 2-core machine one OMP thread each decoded 7.3 / 3.1 tok/s together, two
+    # threads each only 1.8 / 1.5.
+    both_busy = parallel > 1 or getattr(args, "pipeline", None) or getattr(args, "race_base_step", None)
+    threads = args.threads or (1 if both_busy else 2)
+    return RuntimeOptions(
+        draft_url=args.draft_url, base_url=args.base_url, draft_model=args.draft_model,
+        base_model=args.base_model, draft_template=args.draft_template,
+        base_template=args.base_template, draft_dtype=args.draft_dtype, base_dtype=args.base_dtype,
+        device=args.device, threads=threads, max_total_tokens=args.max_total_tokens,
+        draft_port=args.draft_port, base_port=args.base_port, log_dir=args.log_dir,
+        api_key=args.api_key,
+    )
+
+
+def guarded(job: Callable[[], int], interrupted: str) -> int:
+    """Run a command: our errors as one line (exit 2); Ctrl-C and SIGTERM stop the local servers
+    and end the process at once (exit 130 / 143).
+
+    Ending at once matters with ``--parallel``: SGLang's ``run_batch`` would otherwise wait for
+    every problem in flight, minutes each on a CPU. Nothing finished is lost, since each result
+    is flushed as it is written; a rerun of a batch or an evaluation resumes from there."""
+    def stop_now(signum, _frame):
+        stopping.set()  # problems failing as their servers go away are not recorded as failures
+        print(interrupted, file=sys.stderr, flush=True)
+        stop_all()
+        sys.stdout.flush()
+        os._exit(130 if signum == signal.SIGINT else 143)
+
+    previous = {sig: signal.signal(sig, stop_now) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows up in logs as it happens
+    try:
+        return job()
+    except SpecReasonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
