@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import jsonlines
 from sglang.lang.global_config import global_config
@@ -20,7 +20,7 @@ from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.problems import BadInput, Problem
-from sgl_specreason.runtime import LocalServer, ServerSpec, free_port
+from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
 from sgl_specreason.templates import template_for_model
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
 
@@ -44,13 +44,15 @@ class RuntimeOptions:
     base_model: str = "qwen2.5-coder-1.5b"
     draft_template: Optional[str] = None
     base_template: Optional[str] = None
-    # Measured on a CPU without bf16 hardware: bf16 decodes ~1.5x faster than fp32 (the draft
-    # mostly decodes), fp32 prefills 5-9x faster (the base mostly judges, a prefill).
-    draft_dtype: str = "bfloat16"
-    base_dtype: str = "float32"
+    #: None: the device's default (``runtime.DEVICE_DEFAULTS``). On a CPU without bf16 hardware,
+    #: measured: bf16 decodes ~1.5x faster than fp32 (the draft mostly decodes), fp32 prefills
+    #: 5-9x faster (the base mostly judges, a prefill); on CUDA the model's own dtype.
+    draft_dtype: Optional[str] = None
+    base_dtype: Optional[str] = None
     device: str = "auto"
     threads: Optional[int] = None
-    max_total_tokens: int = 16384
+    #: None: the device's default (16384 tokens on a CPU; on CUDA SGLang sizes the pool itself)
+    max_total_tokens: Optional[int] = None
     draft_port: Optional[int] = None
     base_port: Optional[int] = None
     log_dir: Path = Path("logs")
@@ -72,21 +74,13 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
     with ExitStack() as stack:
         out = {}
         servers = {}
-        for role in roles:
-            url = getattr(opts, f"{role}_url")
-            if url:
-                continue
-            path = models.resolve(getattr(opts, f"{role}_model"), log=log)
-            spec = ServerSpec(
-                model_path=path, port=getattr(opts, f"{role}_port") or free_port(), role=role,
-                device=opts.device, dtype=getattr(opts, f"{role}_dtype"),
-                max_total_tokens=opts.max_total_tokens, threads=opts.threads, seed=cfg.seed,
-                log_dir=opts.log_dir, extra_args=list(getattr(opts, f"{role}_args")),
-                gpus=getattr(opts, f"{role}_gpus"),
-            )
+        specs = server_specs(opts, cfg, roles, resolve=lambda name: models.resolve(name, log=log))
+        if specs:
+            log(defaults_note(opts, specs))
+        for role, spec in specs.items():
             server = stack.enter_context(_Starting(LocalServer(spec)))
             servers[role] = server
-            log(f"starting the {role} runtime: {getattr(opts, f'{role}_model')} ({spec.dtype}, "
+            log(f"starting the {role} runtime: {getattr(opts, f'{role}_model')} ({spec.resolved_dtype}, "
                 f"{spec.resolved_device}) on {server.url}, log {server.log_path}")
         for role, server in servers.items():
             server.wait_ready()
@@ -107,6 +101,61 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             first = replicas[0]
             out[role] = Role(role, first.backend, first.template, tuple(replicas) if len(replicas) > 1 else ())
         yield out
+
+
+def server_specs(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[str],
+                 resolve: Callable[[str], str] = str) -> Dict[str, ServerSpec]:
+    """The local server of each of ``roles`` that has no URL; ``resolve`` turns a model name into
+    its folder (``models.resolve`` prepares it; the default keeps the name as given)."""
+    specs = {}
+    for role in roles:
+        if getattr(opts, f"{role}_url"):
+            continue
+        specs[role] = ServerSpec(
+            model_path=resolve(getattr(opts, f"{role}_model")),
+            port=getattr(opts, f"{role}_port") or free_port(), role=role, device=opts.device,
+            dtype=getattr(opts, f"{role}_dtype"), max_total_tokens=opts.max_total_tokens,
+            threads=opts.threads, seed=cfg.seed, log_dir=opts.log_dir,
+            extra_args=list(getattr(opts, f"{role}_args")), gpus=getattr(opts, f"{role}_gpus"),
+        )
+    return specs
+
+
+def defaults_note(opts: RuntimeOptions, specs: Dict[str, ServerSpec]) -> str:
+    """One line: the device the local servers run on, the defaults they take, and why."""
+    first = next(iter(specs.values()))
+    device = first.resolved_device
+    defaults = DEVICE_DEFAULTS[device]
+    how = f"--device {opts.device}"
+    if opts.device == "auto":
+        how += ": a GPU is visible" if device == "cuda" else ": no GPU visible"
+    taken = [f"{role} dtype {spec.resolved_dtype}" for role, spec in specs.items() if spec.dtype is None]
+    if opts.max_total_tokens is None:
+        taken.append(f"--max-total-tokens {defaults.max_total_tokens}" if defaults.max_total_tokens
+                     else "no --max-total-tokens")
+    if defaults.sets_threads:
+        taken.append(f"OMP_NUM_THREADS={first.threads}" if first.threads else "OMP threads as torch picks")
+    else:
+        taken.append("no thread settings")
+    return f"local servers on {device} ({how}), defaults: {', '.join(taken)}. Why: {defaults.why}"
+
+
+def dry_run(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[str],
+            log: Callable[[str], None] = print) -> int:
+    """Print what ``open_runtimes`` would start, and start nothing: each local server's command
+    line with its environment changes in front. No model is prepared: a model name is printed
+    as given (a real run resolves it to its converted folder)."""
+    specs = server_specs(opts, cfg, roles)
+    for role in roles:
+        if role not in specs:
+            log(f"# {role}: {getattr(opts, f'{role}_url')} (given, nothing to start)")
+    if specs:
+        log("# " + defaults_note(opts, specs))
+    for role, spec in specs.items():
+        port = "" if getattr(opts, f"{role}_port") else f" (a free port now; --{role}-port fixes it)"
+        log(f"# {role} server, port {spec.port}{port}, log {Path(spec.log_dir) / f'{role}-{spec.port}.log'}")
+        log(spec.shell_line())
+    return 0
 
 
 def flush_caches(roles: dict) -> None:

@@ -2,14 +2,16 @@
 
 On a machine without a GPU the server runs SGLang's CPU engine (``SGLANG_USE_CPU_ENGINE=1``)
 with the stand-in for the CUDA-only ``sgl_kernel`` package first on its PYTHONPATH
-(``sgl_specreason/cpu_shim``). Every server gets a bounded KV pool (``--max-total-tokens``) and,
-on CPU, ``--sleep-on-idle`` so that an idle server does not spin a core.
+(``sgl_specreason/cpu_shim``), a bounded KV pool (``--max-total-tokens``) and
+``--sleep-on-idle`` so that an idle server does not spin a core. What a server gets unless told
+otherwise depends on its device (``DEVICE_DEFAULTS``).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,9 +21,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
-from sgl_specreason.errors import RuntimeStartError
+from sgl_specreason.errors import ConfigError, RuntimeStartError
 
 CPU_SHIM_DIR = Path(__file__).resolve().parent / "cpu_shim"
 
@@ -34,16 +36,55 @@ def gpu_available() -> bool:
     return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia/version").exists()
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; ``cpu`` and ``cuda`` stay."""
+    if device == "auto":
+        return "cuda" if gpu_available() else "cpu"
+    if device not in DEVICE_DEFAULTS:
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What a local server on one device gets unless told otherwise, and why."""
+
+    dtypes: Dict[str, str]  # by role; a role not named gets "auto", the model's own dtype
+    max_total_tokens: Optional[int]  # None: no --max-total-tokens, SGLang sizes the pool itself
+    sets_threads: bool  # OMP_NUM_THREADS from --threads
+    why: str
+
+    def dtype(self, role: str) -> str:
+        return self.dtypes.get(role, "auto")
+
+
+DEVICE_DEFAULTS = {
+    # Measured on a CPU without bf16 hardware (README, "On a CPU"): bf16 decodes faster, fp32
+    # prefills 5-9x faster, and the base model judges by prefill.
+    "cpu": DeviceDefaults(
+        dtypes={"draft": "bfloat16", "base": "float32"}, max_total_tokens=16384, sets_threads=True,
+        why="on CPUs without bf16 hardware bf16 decodes faster (the draft) and fp32 prefills 5-9x "
+            "faster (the base model judges by prefill); an unbounded CPU KV pool takes ~14.5 GB"),
+    # fp32 would double a GPU model's weights (a 32B base: 128 GB), and a fixed 16K-token pool
+    # would admit two 8K-budget problems at once: SGLang sizes it from --mem-fraction-static.
+    "cuda": DeviceDefaults(
+        dtypes={}, max_total_tokens=None, sets_threads=False,
+        why="the model's own dtype, as trained (fp32 would double the weights: 128 GB for a 32B "
+            "model); SGLang sizes the KV pool from --mem-fraction-static, so long budgets fit"),
+}
+
+
 @dataclass
 class ServerSpec:
-    """How to launch one SGLang server."""
+    """How to launch one SGLang server. ``dtype`` and ``max_total_tokens`` left None take the
+    device's defaults (``DEVICE_DEFAULTS``)."""
 
     model_path: str
     port: int
     role: str = "runtime"
     device: str = "auto"  # "auto", "cpu" or "cuda"
-    dtype: str = "auto"
-    max_total_tokens: int = 16384
+    dtype: Optional[str] = None
+    max_total_tokens: Optional[int] = None
     threads: Optional[int] = None  # OMP_NUM_THREADS for a CPU server
     host: str = "127.0.0.1"
     seed: Optional[int] = None
@@ -54,18 +95,29 @@ class ServerSpec:
 
     @property
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if gpu_available() else "cpu"
-        return self.device
+        return resolve_device(self.device)
+
+    @property
+    def defaults(self) -> DeviceDefaults:
+        return DEVICE_DEFAULTS[self.resolved_device]
+
+    @property
+    def resolved_dtype(self) -> str:
+        return self.dtype or self.defaults.dtype(self.role)
+
+    @property
+    def resolved_max_total_tokens(self) -> Optional[int]:
+        return self.max_total_tokens or self.defaults.max_total_tokens
 
     def command(self) -> List[str]:
         cmd = [
             sys.executable, "-m", "sglang.launch_server",
             "--model-path", str(self.model_path),
             "--host", self.host, "--port", str(self.port),
-            "--max-total-tokens", str(self.max_total_tokens),
-            "--dtype", self.dtype,
         ]
+        if self.resolved_max_total_tokens:
+            cmd += ["--max-total-tokens", str(self.resolved_max_total_tokens)]
+        cmd += ["--dtype", self.resolved_dtype]
         if self.resolved_device == "cpu":
             cmd += ["--device", "cpu", "--sleep-on-idle"]
         if self.seed is not None:
@@ -74,18 +126,31 @@ class ServerSpec:
             cmd += ["--context-length", str(self.context_length)]
         return cmd + list(self.extra_args)
 
-    def environment(self) -> dict:
-        env = dict(os.environ)
+    def environment_changes(self) -> Dict[str, str]:
+        """The variables the server's environment sets on top of ours."""
+        changes = {}
         if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus
+            changes["CUDA_VISIBLE_DEVICES"] = self.gpus
         if self.resolved_device == "cpu":
-            env["SGLANG_USE_CPU_ENGINE"] = "1"
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(CPU_SHIM_DIR), env.get("PYTHONPATH", "")) if p
+            changes["SGLANG_USE_CPU_ENGINE"] = "1"
+            changes["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(CPU_SHIM_DIR), os.environ.get("PYTHONPATH", "")) if p
             )
-            if self.threads:
-                env["OMP_NUM_THREADS"] = str(self.threads)
-        return env
+            if self.threads and self.defaults.sets_threads:
+                changes["OMP_NUM_THREADS"] = str(self.threads)
+        return changes
+
+    def environment(self) -> dict:
+        return {**os.environ, **self.environment_changes()}
+
+    def shell_line(self) -> str:
+        """The command as one shell line, its environment changes first.
+
+        >>> ServerSpec("/models/qwq-32b", 30000, role="base", device="cuda", gpus="1,2").shell_line()  # doctest: +ELLIPSIS
+        'CUDA_VISIBLE_DEVICES=1,2 ... -m sglang.launch_server --model-path /models/qwq-32b --host 127.0.0.1 --port 30000 --dtype auto'
+        """
+        env = [f"{name}={shlex.quote(value)}" for name, value in self.environment_changes().items()]
+        return " ".join(env + [shlex.join(self.command())])
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
