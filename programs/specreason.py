@@ -14,7 +14,18 @@ from contextlib import closing
 import sglang as sgl
 
 from sgl_specreason.calls import call, gen_result, recording, start, step_spans
-from sgl_specreason.scoring import PAPER_METHODS, score_reply
+from sgl_specreason.scoring import (
+    AGREEMENT_METHODS,
+    PAPER_METHODS,
+    RATIO_METHODS,
+    JudgeScore,
+    agreement_scores,
+    draft_logprob_sum,
+    log_ratio_score,
+    random_score,
+    score_reply,
+    step_token_logprobs,
+)
 from sgl_specreason.stopping import FINISHED, clean_step, has_answer, stop_reason
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
@@ -24,11 +35,14 @@ from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 
 @sgl.function
 def draft_steps(s, prompt, num_drafts, max_step_tokens, temp, top_p_, stops=STEP_SEPARATOR,
-                cancel=None):
-    """``num_drafts`` candidates for the next step, forked from one cached prefix. (Arguments
-    avoid the names ``SglFunction.run`` takes for itself: ``stop``, ``temperature``, ``top_p``.)"""
+                logprobs=False, cancel=None):
+    """``num_drafts`` candidates for the next step, forked from one cached prefix; with
+    ``logprobs`` each reply carries the draft model's log-probabilities of its own tokens.
+    (Arguments avoid the names ``SglFunction.run`` takes for itself: ``stop``, ``temperature``,
+    ``top_p``.)"""
     s += prompt
-    step = sgl.gen("step", max_tokens=max_step_tokens, stop=stops, temperature=temp, top_p=top_p_)
+    step = sgl.gen("step", max_tokens=max_step_tokens, stop=stops, temperature=temp, top_p=top_p_,
+                   return_logprob=True if logprobs else None)
     if num_drafts == 1:
         s += step
         return [gen_result(s, "step")]
@@ -204,7 +218,8 @@ def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
 def _drafts(draft, q, texts, choices, cfg, stop, limit, cancel=None):
     return call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, texts, choices),
                 num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
-                top_p_=cfg.top_p, stops=stop, cancel=cancel)
+                top_p_=cfg.top_p, stops=stop, logprobs=cfg.score_method in RATIO_METHODS,
+                cancel=cancel)
 
 
 def _reply(role, q, texts, choices, cfg, stop, limit, cancel=None):
@@ -225,19 +240,16 @@ def _ended(meta):
 
 
 def _judged_step(base, q, texts, choices, cfg, drafts, tidy):
-    """Judge each draft on the base runtime; the best scoring one as a step."""
-    prefix = base.template.reasoning(q, texts, choices)
+    """Judge each draft (on the base runtime, unless the rule asks it nothing); the best scoring
+    one as a step."""
     candidates = [tidy(text) for text, _ in drafts]
-    if cfg.score_method in PAPER_METHODS:  # asked for a 0-9 score
-        prompts = [base.template.judge(q, texts + [c], choices) for c in candidates]
-        start_, lengths = None, [None] * len(drafts)
-    else:  # the step's own log-probabilities, read from one prefill of it
-        prompts = [base.template.reasoning(q, texts + [c], choices) for c in candidates]
-        start_, lengths = step_spans(base.backend, prefix, candidates)
-    verdicts = call(judge_steps, base.backend, prefix=prefix,
-                    continuations=[p[len(prefix):] for p in prompts],
-                    top_logprobs=cfg.judge_top_logprobs, logprob_start=start_)
-    scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
+    verdicts, method = [], cfg.score_method
+    if method in AGREEMENT_METHODS:  # the drafts vote among themselves
+        scores = [JudgeScore(v, "") for v in agreement_scores(candidates, AGREEMENT_METHODS[method])]
+    elif method == "random":  # the control: keeps steps at a set rate, whatever they say
+        scores = [JudgeScore(random_score(q, len(texts), i, cfg.seed), "") for i in range(len(drafts))]
+    else:
+        verdicts, scores = _base_verdicts(base, q, texts, choices, cfg, drafts, candidates)
     best = max(range(len(drafts)), key=lambda i: scores[i].value)
     text, meta = drafts[best]
     tokens = _tokens(drafts[best])
@@ -247,6 +259,27 @@ def _judged_step(base, q, texts, choices, cfg, drafts, tidy):
                 ended=_ended(meta),
                 calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                 + [Call.from_meta(BASE, "judge", v) for v in verdicts])
+
+
+def _base_verdicts(base, q, texts, choices, cfg, drafts, candidates):
+    """The base runtime's replies on the candidates (one prefill, one token each) and their
+    scores."""
+    prefix = base.template.reasoning(q, texts, choices)
+    if cfg.score_method in PAPER_METHODS:  # asked for a 0-9 score
+        prompts = [base.template.judge(q, texts + [c], choices) for c in candidates]
+        start_, lengths = None, [None] * len(drafts)
+    else:  # the step's own log-probabilities, read from one prefill of it
+        prompts = [base.template.reasoning(q, texts + [c], choices) for c in candidates]
+        start_, lengths = step_spans(base.backend, prefix, candidates)
+    verdicts = call(judge_steps, base.backend, prefix=prefix,
+                    continuations=[p[len(prefix):] for p in prompts],
+                    top_logprobs=cfg.judge_top_logprobs, logprob_start=start_)
+    if cfg.score_method in RATIO_METHODS:  # the base model's log-prob of the step over the draft's
+        scores = [JudgeScore(log_ratio_score(step_token_logprobs(v, n), draft_logprob_sum(m)), "")
+                  for v, n, (_, m) in zip(verdicts, lengths, drafts)]
+    else:
+        scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
+    return verdicts, scores
 
 
 def _own_step(role, q, texts, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, limit=None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.scoring import SCORE_METHODS
+from sgl_specreason.scoring import AGREEMENT_METHODS, SCORE_METHODS
 
 
 def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
@@ -88,6 +88,9 @@ class SpecReasonConfig:
         for name in ("pipeline", "race_base_step"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.score_method in AGREEMENT_METHODS and self.num_drafts < 2:
+            raise ConfigError(f"score_method {self.score_method} compares drafts with each other: "
+                              f"it needs num_drafts >= 2, got {self.num_drafts}")
         if self.pipeline and self.num_drafts > 1:
             raise ConfigError(f"pipeline needs num_drafts = 1, got num_drafts = {self.num_drafts}: "
                               "the next step is drafted before the judge picks among the drafts")

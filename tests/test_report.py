@@ -8,6 +8,7 @@ from eval.report import build_report, main as report_main, write_report
 from eval.run_eval import check_settings, finished_keys, mode_settings, plan_modes
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import Call, ProblemResult, Step
 
 
@@ -103,7 +104,7 @@ def test_resume_keys_skip_finished_and_retry_failed(tmp_path):
     good = {"dataset": "gsm8k", "problem_id": "p1", "sample": 0, "mode": "base", "error": None}
     bad = {**good, "problem_id": "p2", "error": "RuntimeTimeoutError: ..."}
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n" + '{"dataset": "gs')
-    assert finished_keys(path) == {("gsm8k", "p1", 0, "base")}
+    assert finished_keys(ResultStore(path).read("mode")) == {("gsm8k", "p1", 0, "base")}
 
 
 def _roles(base_model):
@@ -151,9 +152,15 @@ def test_modes_name_one_judge_each():
                        SpecReasonConfig())
     assert [m.label for m in modes] == ["draft", "specreason-likelihood-numbers-5.5", "specreason-greedy-7"]
     assert (modes[1].cfg.score_method, modes[1].cfg.threshold) == ("likelihood-numbers", 5.5)
-    for bad in ("specreason-vibes-5", "specreason-greedy-11", "specreason-average"):
+    for bad in ("specreason-vibes-5", "specreason-average"):
         with pytest.raises(SpecReasonError, match="write specreason-METHOD-THRESHOLD"):
             plan_modes([bad], [7], ["greedy"], SpecReasonConfig())
+    # a known judge with a setting out of range: the setting is named
+    with pytest.raises(SpecReasonError, match="threshold must be in"):
+        plan_modes(["specreason-greedy-11"], [7], ["greedy"], SpecReasonConfig())
+    with pytest.raises(SpecReasonError, match="needs num_drafts >= 2"):
+        plan_modes(["specreason-agreement-10"], [7], ["greedy"], SpecReasonConfig())
+    assert plan_modes(["specreason-agreement-10+n3"], [7], ["greedy"], SpecReasonConfig())[0].cfg.num_drafts == 3
 
 
 def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
