@@ -38,7 +38,7 @@ from sgl_specreason.flags import (
     runtime_options,
 )
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.runner import open_runtimes
+from sgl_specreason.runner import dry_run, open_runtimes
 from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS, score_reply
 from sgl_specreason.trace import BASE
 
@@ -218,6 +218,8 @@ def write_report(report: dict, records: List[dict], out_dir: Path) -> List[Path]
 
 def run(args) -> int:
     cfg = config_from_args(args)
+    if args.dry_run:
+        return dry_run(runtime_options(args, parallel=1), cfg, (BASE,))
     pairs = make_pairs(gsm8k_problems(args.num_problems, args.offset), args.corruption_seed, args.kinds)
     records_path = args.out_dir / "judge_records.jsonl"
     args.out_dir.mkdir(parents=True, exist_ok=True)

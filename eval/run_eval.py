@@ -38,7 +38,7 @@ from sgl_specreason.flags import (
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.problems import Problem
-from sgl_specreason.runner import Monitor, flush_caches, open_runtimes, roles_for, run_problems
+from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, roles_for, run_problems
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -205,6 +205,8 @@ def run(args) -> int:
               f"(written before records had them): they are taken as made with these settings")
     done = finished_keys(args.result_file, earlier)
     roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
+    if args.dry_run:
+        return dry_run(runtime_options(args, args.parallel), cfg, roles_needed)
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
     left = sum((item.dataset, item.problem.id, sample, mode.label) not in done
                for item in problems for sample in range(args.k) for mode in modes)

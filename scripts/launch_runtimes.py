@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sgl_specreason.calls import wait_event  # noqa: E402
 from sgl_specreason.config import SpecReasonConfig  # noqa: E402
 from sgl_specreason.flags import add_runtime_flags, guarded  # noqa: E402
-from sgl_specreason.runner import RuntimeOptions, open_runtimes  # noqa: E402
+from sgl_specreason.runner import RuntimeOptions, dry_run, open_runtimes  # noqa: E402
 from sgl_specreason.trace import BASE, DRAFT  # noqa: E402
 
 SPECULATIVE = ("algorithm", "draft-model-path", "num-steps", "eagle-topk", "num-draft-tokens")
@@ -82,6 +82,8 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     cfg = SpecReasonConfig(seed=args.seed)
+    if args.dry_run:
+        return dry_run(options(args), cfg, (DRAFT, BASE))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open_runtimes(options(args), cfg, (DRAFT, BASE)) as roles:

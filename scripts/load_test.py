@@ -32,7 +32,7 @@ from sgl_specreason.flags import (  # noqa: E402
 )
 from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop, plot, solve_one  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
-from sgl_specreason.runner import MODES, flush_caches, open_runtimes, roles_for  # noqa: E402
+from sgl_specreason.runner import MODES, dry_run, flush_caches, open_runtimes, roles_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +75,8 @@ def run(args) -> int:
         print("error: concurrency and request rates must be positive", file=sys.stderr)
         return 2
     roles_needed = sorted({r for m in args.modes for r in roles_for(m)})
+    if args.dry_run:
+        return dry_run(runtime_options(args, clients_at_most(args)), cfg, roles_needed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     with open_runtimes(runtime_options(args, clients_at_most(args)), cfg, roles_needed) as roles, \

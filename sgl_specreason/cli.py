@@ -24,7 +24,16 @@ from sgl_specreason.batch import ProgressMonitor, plan
 from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
-from sgl_specreason.runner import MODES, Monitor, open_runtimes, print_summary, roles_for, run_problems, summary
+from sgl_specreason.runner import (
+    MODES,
+    Monitor,
+    dry_run,
+    open_runtimes,
+    print_summary,
+    roles_for,
+    run_problems,
+    summary,
+)
 
 #: entry-point group of the commands other packages add (``eval``, ``judge-bench``): each names a
 #: ``main(argv) -> int``, and ``sgl-specreason NAME ...`` hands it the rest of the command line
@@ -95,6 +104,8 @@ def _run(args) -> int:
     cfg = config_from_args(args)
     if args.parallel < 1:
         raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
+    if args.dry_run:
+        return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode))
     problems, task = _problems(args)
     batch = args.command in BATCH_COMMANDS
     if batch:  # resumable: only what the results file does not hold yet

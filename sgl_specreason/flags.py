@@ -20,7 +20,7 @@ from sgl_specreason import models
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.runner import RuntimeOptions, stopping
-from sgl_specreason.runtime import stop_all
+from sgl_specreason.runtime import DEVICE_DEFAULTS, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
@@ -75,25 +75,39 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                            **extra)
 
 
+#: what ``sglang.launch_server --dtype`` accepts
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of ``RuntimeOptions``: a URL per role, or the model to serve locally and how."""
     group = parser.add_argument_group("runtimes (give URLs, or models to serve locally)")
     d = RuntimeOptions()
+    cpu, cuda = DEVICE_DEFAULTS["cpu"], DEVICE_DEFAULTS["cuda"]
     for role in (DRAFT, BASE):
         group.add_argument(f"--{role}-url", help=f"URL of a running SGLang server for the {role} model")
         group.add_argument(f"--{role}-model", default=getattr(d, f"{role}_model"),
                            help=f"offline model name ({', '.join(models.MODELS)}) or a local Hugging "
                                 f"Face folder (default {getattr(d, f'{role}_model')})")
-        group.add_argument(f"--{role}-dtype", default=getattr(d, f"{role}_dtype"),
-                           help=f"dtype of the local {role} server (default {getattr(d, f'{role}_dtype')})")
+        group.add_argument(f"--{role}-dtype", choices=DTYPES,
+                           help=f"dtype of the local {role} server (default: "
+                                f"{cpu.dtype(role)} on cpu, {cuda.dtype(role)} (the model's own) on cuda)")
         group.add_argument(f"--{role}-template", help="prompt template, if not told by the model name")
         group.add_argument(f"--{role}-port", type=int, help="port of the local server (default: a free one)")
-    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    group.add_argument("--threads", type=int, help="OMP threads per local CPU server (default: 2 "
-                                                   "when one runtime works at a time, 1 with "
-                                                   "--parallel > 1, --pipeline or --race-base-step)")
-    group.add_argument("--max-total-tokens", type=int, default=d.max_total_tokens,
-                       help="KV pool size of each local server, in tokens")
+    group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                       help="where local servers run (default auto: cuda when a GPU is visible, "
+                            f"else cpu). Why the defaults differ: cpu - {cpu.why}; cuda - {cuda.why}")
+    group.add_argument("--threads", type=positive_int,
+                       help="OMP threads per local CPU server (default: 2 when one runtime works at "
+                            "a time, 1 with --parallel > 1, --pipeline or --race-base-step; none "
+                            "set on cuda)")
+    group.add_argument("--max-total-tokens", type=positive_int,
+                       help=f"KV pool size of each local server, in tokens (default: "
+                            f"{cpu.max_total_tokens} on cpu; on cuda none, SGLang sizes the pool "
+                            f"from --mem-fraction-static)")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print each local server's command line and environment changes, and "
+                            "start nothing (model names are printed as given, not prepared)")
     group.add_argument("--log-dir", type=Path, default=d.log_dir, help="server logs go here")
     group.add_argument("--api-key", help="API key of the given servers")
 
