@@ -26,7 +26,6 @@ import jsonlines
 import numpy as np
 
 from eval.corrupt import KINDS, Pair, gsm8k_problems, make_pairs
-from eval.report import read_records
 from programs import judge_steps
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.flags import (
@@ -40,6 +39,7 @@ from sgl_specreason.flags import (
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.runner import dry_run, open_runtimes
 from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS, score_reply
+from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE
 
 #: thresholds the acceptance table shows (all methods score on 0..10)
@@ -221,15 +221,14 @@ def run(args) -> int:
     if args.dry_run:
         return dry_run(runtime_options(args, parallel=1), cfg, (BASE,))
     pairs = make_pairs(gsm8k_problems(args.num_problems, args.offset), args.corruption_seed, args.kinds)
-    records_path = args.out_dir / "judge_records.jsonl"
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    done = {(r["pair"], r["variant"]) for r in read_records(records_path, "pair")}
+    store = ResultStore(args.out_dir / "judge_records.jsonl")
+    done = store.done(lambda r: (r["pair"], r["variant"]), require="pair")
     todo = [(p, v) for p in pairs for v in ("original", "corrupted") if (p.id, v) not in done]
     print(f"{len(pairs)} pairs from {args.num_problems} GSM8K problems; {len(todo)} steps to judge, "
           f"{2 * len(pairs) - len(todo)} done before")
     if todo:
         with open_runtimes(runtime_options(args, parallel=1), cfg, (BASE,)) as roles, \
-                jsonlines.open(records_path, mode="a", flush=True) as writer:
+                store.append() as writer:
             base = roles[BASE]
             started = time.perf_counter()
             for i, (pair, variant) in enumerate(todo, 1):
@@ -239,7 +238,7 @@ def run(args) -> int:
                 print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {pair.id} "
                       f"{variant:<9} {shown}")
     wanted = {p.id for p in pairs}
-    records = [r for r in read_records(records_path, "pair") if r["pair"] in wanted]
+    records = [r for r in store.read("pair") if r["pair"] in wanted]
     report = build_report(records)
     paths = write_report(report, records, args.out_dir)
     print("\n" + report["markdown"])

@@ -15,23 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT, Totals
-
-
-def read_records(path: Path, require: str = "mode") -> List[dict]:
-    """The JSON lines of ``path`` that have the field ``require`` (summary lines have not); a
-    line torn by a killed run is skipped."""
-    records = []
-    if not path.exists():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line torn by a killed run
-        if require in record:
-            records.append(record)
-    return records
 
 
 def record_key(record: dict) -> tuple:

@@ -22,11 +22,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import jsonlines
-
 from eval import datasets
 from eval.grading import grade
-from eval.report import build_report, read_records, record_key, write_report
+from eval.report import build_report, record_key, write_report
 from sgl_specreason.flags import (
     add_config_flags,
     add_runtime_flags,
@@ -39,6 +37,7 @@ from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, roles_for, run_problems
+from sgl_specreason.store import ResultStore, done_keys
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -167,10 +166,9 @@ def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
     return unknown
 
 
-def finished_keys(path: Path, records: Optional[Sequence[dict]] = None) -> set:
-    """Keys of records already done (without error); a torn last line is ignored. ``records``:
-    the file's, where already read."""
-    return {record_key(r) for r in (read_records(path) if records is None else records) if not r.get("error")}
+def finished_keys(records: Sequence[dict]) -> set:
+    """Keys of the records already done (without error): what a rerun skips."""
+    return done_keys(records, record_key)
 
 
 class EvalMonitor(Monitor):
@@ -197,13 +195,13 @@ def run(args) -> int:
     cfg = config_from_args(args)
     problems = datasets.load(args.dataset, args.num_questions, args.offset, args.seed_data)
     modes = plan_modes(args.modes, args.thresholds, args.score_methods, cfg)
-    args.result_file.parent.mkdir(parents=True, exist_ok=True)
-    earlier = read_records(args.result_file)
+    store = ResultStore(args.result_file)
+    earlier = store.read("mode")
     unknown = check_settings(args.result_file, earlier, modes)  # before minutes of server start
     if unknown:
         print(f"note: {unknown} records of these modes in {args.result_file} carry no settings "
               f"(written before records had them): they are taken as made with these settings")
-    done = finished_keys(args.result_file, earlier)
+    done = finished_keys(earlier)
     roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     if args.dry_run:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_needed)
@@ -214,7 +212,7 @@ def run(args) -> int:
         print(f"every record is in {args.result_file} already: no runtime started")
     else:
         with open_runtimes(runtime_options(args, args.parallel), cfg, roles_needed) as roles, \
-                jsonlines.open(args.result_file, mode="a", flush=True) as writer:
+                store.append() as writer:
             check_settings(args.result_file, earlier, modes, roles)
             chunk = args.chunk or len(problems) or 1
             for first in range(0, len(problems), chunk):

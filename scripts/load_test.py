@@ -19,8 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jsonlines  # noqa: E402
-
 from sgl_specreason import data  # noqa: E402
 from sgl_specreason.flags import (  # noqa: E402
     add_config_flags,
@@ -33,6 +31,7 @@ from sgl_specreason.flags import (  # noqa: E402
 from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop, plot, solve_one  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
 from sgl_specreason.runner import MODES, dry_run, flush_caches, open_runtimes, roles_for  # noqa: E402
+from sgl_specreason.store import ResultStore  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +79,7 @@ def run(args) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     with open_runtimes(runtime_options(args, clients_at_most(args)), cfg, roles_needed) as roles, \
-            jsonlines.open(args.out_dir / "load_test.jsonl", mode="w", flush=True) as writer:
+            ResultStore(args.out_dir / "load_test.jsonl").append(start_over=True) as writer:
         for level in levels:
             for mode in args.modes:
                 flush_caches(roles)

@@ -17,8 +17,6 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import jsonlines
-
 from sgl_specreason import data, models
 from sgl_specreason.batch import ProgressMonitor, plan
 from sgl_specreason.errors import InputError, SpecReasonError
@@ -34,6 +32,7 @@ from sgl_specreason.runner import (
     run_problems,
     summary,
 )
+from sgl_specreason.store import ResultStore
 
 #: entry-point group of the commands other packages add (``eval``, ``judge-bench``): each names a
 #: ``main(argv) -> int``, and ``sgl-specreason NAME ...`` hands it the rest of the command line
@@ -108,8 +107,9 @@ def _run(args) -> int:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode))
     problems, task = _problems(args)
     batch = args.command in BATCH_COMMANDS
+    store = ResultStore(args.result_file)
     if batch:  # resumable: only what the results file does not hold yet
-        todo, bad, done_before = plan(problems, args.result_file, args.mode)
+        todo, bad, done_before = plan(problems, store, args.mode)
     else:
         todo, bad, done_before = problems.problems, problems.bad, 0
     for item in bad:
@@ -125,9 +125,8 @@ def _run(args) -> int:
     if args.mode == "specreason":
         print(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step")
     roles = roles_for(args.mode)
-    args.result_file.parent.mkdir(parents=True, exist_ok=True)
     with open_runtimes(runtime_options(args, args.parallel), cfg, roles) as runtimes, \
-            jsonlines.open(args.result_file, mode="a", flush=True) as writer:
+            store.append() as writer:
         for role in runtimes.values():
             print(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
                   f"(template {role.template.name})")
