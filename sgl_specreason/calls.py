@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from sglang.lang.ir import SglFunction
 
-from sgl_specreason.answers import extract_answer, is_correct
+from sgl_specreason.answers import extract_answer
 from sgl_specreason.errors import RuntimeCallError
+from sgl_specreason.grading import grade, kind_of
 from sgl_specreason.templates import ChatTemplate
 
 # The frontend also prints each failed request's traceback as a warning; gen_result re-raises
@@ -215,10 +216,8 @@ class recording:
         result.wall_s = time.perf_counter() - self.start
         result.reference = self.problem.answer
         result.answer = extract_answer(result.text)
-        if self.problem.answer is not None and result.answer is not None:
-            result.correct = is_correct(result.answer, self.problem.answer, self.problem.choices)
-        elif self.problem.answer is not None:
-            result.correct = False
+        if self.problem.answer is not None:
+            result.correct = grade(result.text, self.problem.answer, kind_of(self.problem)).correct
         recorded = exc is not None and isinstance(exc, Exception)
         if recorded:
             result.error = f"{type(exc).__name__}: {exc}"

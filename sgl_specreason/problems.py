@@ -16,6 +16,7 @@ class Problem:
     question: str
     answer: Optional[str] = None  # reference answer, when known
     choices: Optional[Tuple[str, ...]] = None  # multiple choice options, shown as (A), (B), ...
+    kind: Optional[str] = None  # how the answer is graded (grading.KINDS); None: grading.kind_of
 
 
 def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, choices=None) -> Problem:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.grading import grade
+from sgl_specreason.grading import grade
 
 PAIRS = [json.loads(line) for line in
          (Path(__file__).parent / "fixtures" / "grading_pairs.jsonl").read_text().splitlines()]
@@ -27,3 +27,19 @@ def test_grading_in_worker_threads_gives_the_same_verdicts():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="number, choice, math"):
         grade("\\boxed{1}", "1", "fuzzy")
+
+
+def test_a_recorded_problem_is_graded_by_the_grader_with_its_kind():
+    from sgl_specreason.calls import recording
+    from sgl_specreason.problems import Problem, make_problem
+    from sgl_specreason.trace import ProblemResult
+
+    def recorded(problem, text):
+        with recording(ProblemResult(problem.id, problem.question, "base"), problem) as result:
+            result.text = text
+        return result.correct
+
+    assert recorded(make_problem("q", answer="0.5"), "so \\boxed{\\frac{1}{2}}")  # math by default
+    assert not recorded(Problem("p", "q", "0.5", kind="number"), "so \\boxed{\\frac{1}{2}}")
+    assert recorded(make_problem("q", answer="B", choices=["x", "y"]), "Answer: (B)")
+    assert recorded(make_problem("q"), "\\boxed{1}") is None  # no reference, no verdict

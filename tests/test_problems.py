@@ -2,6 +2,7 @@ import pytest
 
 from sgl_specreason.answers import extract_answer, gsm8k_reference, is_correct, last_boxed
 from sgl_specreason.errors import InputError
+from sgl_specreason.grading import CHOICE, grade
 from sgl_specreason.problems import make_problem, read_jsonl
 
 
@@ -72,5 +73,5 @@ def test_grading_of_numbers_and_letters():
     assert is_correct("\\$18", "18")
     assert is_correct("18 \\text{ dollars}", "18")
     assert not is_correct("17", "18")
-    assert is_correct("(B)", "B", choices=["x", "y"])
-    assert not is_correct("A", "B", choices=["x", "y"])
+    assert grade("Answer: (B)", "B", CHOICE).correct
+    assert not grade("Answer: A", "B", CHOICE).correct

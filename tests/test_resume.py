@@ -9,6 +9,7 @@ from types import SimpleNamespace as NS
 import pytest
 
 from eval import judge_bench, run_eval
+from sgl_specreason.calls import recording
 from sgl_specreason.scoring import SCORE_METHODS
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
@@ -45,12 +46,12 @@ def test_killed_eval_resumes_with_nothing_lost_and_nothing_twice(monkeypatch, tm
 
     def run_problems(todo, cfg, roles, program, monitor, parallel):
         for problem in todo:
-            result = ProblemResult(problem.id, problem.question, program, text=f"\\boxed{{{problem.answer}}}")
             if len(solved) == kill_at[0]:
-                tear(out, monitor.record(result))
+                tear(out, {"dataset": "problems", "problem_id": problem.id.split("#")[0], "sample": 0})
                 raise Killed
             solved.append(problem.id)
-            monitor.on_result(result)
+            with recording(ProblemResult(problem.id, problem.question, program), problem, monitor) as result:
+                result.text = f"so \\boxed{{{problem.answer}}}"  # as the programs record a solution
 
     monkeypatch.setattr(run_eval, "run_problems", run_problems)
     args = run_eval.build_parser().parse_args([

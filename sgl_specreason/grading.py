@@ -1,4 +1,6 @@
-"""Grading a model's solution against a reference answer.
+"""Grading a model's solution against a reference answer: the one grader, used when a problem is
+recorded (``calls.recording``), so batch, eval and every other command give the same verdict on
+the same text.
 
 Three kinds of reference: a GSM8K-style number (commas, units, a trailing period), a
 multiple-choice letter, and a math expression compared through ``math-verify`` (symbolic
@@ -54,6 +56,20 @@ def _math_equal(answer: str, reference: str) -> bool:
         return False
 
 
+def kind_of(problem) -> str:
+    """How a problem's answer is graded: its own ``kind`` where it has one (eval's data sets),
+    else a letter for multiple choice and a math expression otherwise (which also takes every
+    number the number grader takes)."""
+    if problem.kind is not None:
+        return problem.kind
+    return CHOICE if problem.choices else MATH
+
+
+def extract(solution: str, kind: str) -> Optional[str]:
+    """The answer ``grade`` reads out of a solution: the chosen letter, or the final answer."""
+    return extract_letter(solution) if kind == CHOICE else extract_answer(solution)
+
+
 def grade(solution: str, reference: str, kind: str) -> Grade:
     """Grade ``solution`` (the whole text a model wrote) against ``reference``.
 
@@ -66,10 +82,9 @@ def grade(solution: str, reference: str, kind: str) -> Grade:
     """
     if kind not in KINDS:
         raise ValueError(f"grading kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    answer = extract(solution, kind)
     if kind == CHOICE:
-        letter = extract_letter(solution)
-        return Grade(letter is not None and letter == reference.strip().upper()[:1], letter)
-    answer = extract_answer(solution)
+        return Grade(answer is not None and answer == reference.strip().upper()[:1], answer)
     if answer is None:
         return Grade(False, None)
     if kind == NUMBER:
@@ -79,4 +94,5 @@ def grade(solution: str, reference: str, kind: str) -> Grade:
     return Grade(_math_equal(answer, reference) or is_correct(answer, reference), answer)
 
 
-__all__ = ["Grade", "grade", "extract_letter", "last_boxed", "KINDS", "NUMBER", "CHOICE", "MATH"]
+__all__ = ["Grade", "grade", "extract", "extract_letter", "kind_of", "last_boxed", "KINDS", "NUMBER", "CHOICE",
+           "MATH"]
