@@ -2,7 +2,9 @@
 acceptance, judge scores, tokens and cache hits; JSONL, a Markdown table and PNG plots.
 
 ``python -m eval`` writes it at the end of a run; ``python -m eval.report RESULT_FILE`` writes it
-again from the records alone (no runtime needed), e.g. with another ``--baseline``."""
+again from the records alone (no runtime needed), e.g. with another ``--baseline``, or with
+``--costs COSTS.json`` a projection of the same records' calls on other hardware (``eval.costs``):
+a simulation, marked as such."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from eval.costs import Costs
+from sgl_specreason.errors import ConfigError
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT, Totals
 
@@ -63,30 +67,37 @@ def per_token_costs(records: Sequence[dict]) -> dict:
     }
 
 
-def analytic_latency(record: dict, costs: dict) -> Optional[float]:
-    """Tokens times each model's measured per-token time, plus each judge call's measured cost.
+def record_calls(record: dict) -> List[dict]:
+    """Every runtime call of a record: its steps' and the answer's."""
+    calls = [c for step in record["steps"] for c in step["calls"]]
+    return calls + [record["answer_call"]] if record.get("answer_call") else calls
+
+
+def analytic_latency(record: dict, costs: Costs) -> Optional[float]:
+    """Every call of the record priced with ``costs``; with the run's measured costs
+    (``Costs.measured``) that is tokens times each model's per-token time plus each judge call's
+    mean, with a costs file's, a projection.
 
     For pipelined modes (``mode_info``: pipeline, race_base_step), as if each runtime had its own
     hardware: a step whose predecessor was kept had its draft begun with that predecessor's
     judgement (min(draft, judge) hidden); with the race, a rejected step's base step began with
     its judgement (min(base step, judge) hidden); aborted guesses ran beside the loop (not
-    counted)."""
-    t = record["totals"]
-    parts = [(t["draft_tokens"], costs["draft_s_per_token"]), (t["base_tokens"], costs["base_s_per_token"]),
-             (t["judge_calls"], costs["judge_s"])]
-    if any(count and cost is None for count, cost in parts):
+    counted). A step's drafts are judged together: its judgement takes its longest judge call."""
+    prices = [costs.call_s(c) for c in record_calls(record)]
+    if any(price is None for price in prices):
         return None
-    total = sum(count * (cost or 0.0) for count, cost in parts)
+    total = sum(prices)
     info = record.get("mode_info") or {}
     if not (info.get("pipeline") or info.get("race_base_step")):
         return total
-    per_token = {DRAFT: costs["draft_s_per_token"] or 0.0, BASE: costs["base_s_per_token"] or 0.0}
-    judge = costs["judge_s"] or 0.0
     previous_kept = False
     for step in record["steps"]:
-        seconds = defaultdict(float)
+        seconds, judge = defaultdict(float), 0.0
         for c in step["calls"]:
-            seconds[c["kind"], c["role"]] += c["completion_tokens"] * per_token[c["role"]]
+            if c["kind"] == "judge":
+                judge = max(judge, costs.call_s(c))
+            else:
+                seconds[c["kind"], c["role"]] += costs.call_s(c)
         total -= seconds["wasted", DRAFT] + seconds["wasted", BASE]
         judged = step["score"] is not None
         if info.get("pipeline") and previous_kept and judged:
@@ -95,6 +106,11 @@ def analytic_latency(record: dict, costs: dict) -> Optional[float]:
             total -= min(seconds["step", BASE], judge)
         previous_kept = judged and step["source"] == DRAFT
     return total
+
+
+def judge_seconds(record: dict, costs: Costs) -> float:
+    """What the record's judge calls cost, priced with ``costs``."""
+    return sum(costs.call_s(c) or 0.0 for c in record_calls(record) if c["kind"] == "judge")
 
 
 def kept_tokens(record: dict) -> int:
@@ -128,9 +144,10 @@ def speedup_limits(totals: Totals, samples: int, analytic: Optional[float], kept
     }
 
 
-def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: dict) -> dict:
-    """``baseline``: wall, analytic (s per problem) and kept (tokens per problem) of the
-    baseline mode over the same problems."""
+def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: dict,
+         projection: Optional[Costs] = None) -> dict:
+    """``baseline``: wall, analytic, projected (s per problem) and kept (tokens per problem) of
+    the baseline mode over the same problems; ``projection``: the costs to project with."""
     by_problem = defaultdict(list)
     for r in records:
         by_problem[r["problem_id"]].append(1.0 if r.get("correct") else 0.0)
@@ -140,7 +157,7 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: di
     se = statistics.stdev(means) / math.sqrt(n) if n > 1 else None
     walls = [r["wall_s"] for r in records]
     wall = _mean(walls)
-    analytic = _mean([analytic_latency(r, costs) for r in records])
+    analytic = _mean([analytic_latency(r, Costs.measured(costs)) for r in records])
     kept = _mean([kept_tokens(r) for r in records])
     totals = merged_totals(records)
     base_wall, base_analytic = baseline.get("wall"), baseline.get("analytic")
@@ -167,7 +184,18 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: di
         "errors": sum(1 for r in records if r.get("error")),
         "kept_tokens_per_problem": kept,
         "limits": speedup_limits(totals, len(records), analytic, kept, baseline, costs),
+        "projected": None if projection is None else projected(records, projection, baseline.get("projected")),
     }
+
+
+def projected(records: List[dict], projection: Costs, baseline_s: Optional[float]) -> dict:
+    """The mode's calls priced with ``projection``: seconds per problem, speedup over the
+    baseline's projected seconds, and the judge calls' share of the time. A simulation."""
+    seconds = _mean([analytic_latency(r, projection) for r in records])
+    judge = _mean([judge_seconds(r, projection) for r in records])
+    return {"costs": projection.name, "s_per_problem": seconds,
+            "speedup": (baseline_s / seconds) if baseline_s and seconds else None,
+            "judge_share": (judge / seconds) if seconds and judge is not None else None}
 
 
 def acceptance_by_step(records: Sequence[dict]) -> Dict[int, float]:
@@ -186,7 +214,24 @@ def _fmt(x, spec=".2f", pct=False):
     return f"{100 * x:.1f}%" if pct else format(x, spec)
 
 
-def markdown(rows: Sequence[dict], costs: dict) -> str:
+def projection_markdown(rows: Sequence[dict], projection: Costs) -> List[str]:
+    """The projected columns, in a table of their own that says they are no measurement."""
+    source = f" ({projection.path})" if projection.path else ""
+    lines = [f"PROJECTION, not a measurement: the same records' calls (new prompt tokens, generated "
+             f"tokens, requests) priced with the costs of {projection.name}{source}: "
+             f"{projection.describe()}. Every column above is measured on this run's hardware.", "",
+             "| dataset | mode | projected s/problem | projected speedup | measured analytic speedup "
+             "| projected judge share of time |",
+             "|" + "|".join(["---"] * 6) + "|"]
+    for r in rows:
+        p = r["projected"]
+        lines.append(f"| {r['dataset']} | {r['mode']} | {_fmt(p['s_per_problem'], '.1f')} "
+                     f"| {_fmt(p['speedup'])}x | {_fmt(r['analytic_speedup'])}x "
+                     f"| {_fmt(p['judge_share'], pct=True) if r['judge_calls'] else '-'} |")
+    return lines + [""]
+
+
+def markdown(rows: Sequence[dict], costs: dict, projection: Optional[Costs] = None) -> str:
     head = ("| dataset | mode | n | pass@1 (± se) | wall s/problem | speedup | analytic s | analytic speedup "
             "| acceptance | draft tok | base tok | wasted tok | judge calls | cache draft | cache base | errors |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
@@ -224,6 +269,8 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
                 f"| {x['draft_tokens_per_step']:.1f} | {x['judge_in_draft_tokens']:.1f} | {x['ceiling']:.2f}x "
                 f"| {100 * x['judge_share']:.0f}% |")
         lines.append("")
+    if projection is not None:
+        lines += projection_markdown(rows, projection)
     for r in rows:
         if any(r["judge_histogram"]):
             lines.append(f"Judge scores {r['dataset']}/{r['mode']} (steps per bin [0,1) .. [9,10]): "
@@ -232,10 +279,10 @@ def markdown(rows: Sequence[dict], costs: dict) -> str:
 
 
 def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None,
-                 baseline: str = BASE) -> dict:
+                 baseline: str = BASE, projection: Optional[Costs] = None) -> dict:
     """Rows for every (data set, mode) in ``path`` (``modes`` first, in that order), speedups
     against the ``baseline`` mode (base-only unless told) of the same data set over the same
-    problems."""
+    problems; with ``projection``, also each mode's latency and speedup with those costs."""
     records = [r for r in final_records(read_records(path))
                if dataset is None or r["dataset"] == Path(dataset).stem or r["dataset"] == dataset]
     costs = per_token_costs(records)
@@ -250,13 +297,17 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
             chosen = [r for r in mine if r["mode"] == mode and (not base_ids or r["problem_id"] in base_ids)]
             base_same = [r for r in base if r["problem_id"] in {c["problem_id"] for c in chosen}]
             baseline_same = {"wall": _mean([r["wall_s"] for r in base_same]),
-                             "analytic": _mean([analytic_latency(r, costs) for r in base_same]),
+                             "analytic": _mean([analytic_latency(r, Costs.measured(costs)) for r in base_same]),
                              "kept": _mean([kept_tokens(r) for r in base_same])}
-            rows.append(_row(ds, mode, chosen, costs, baseline_same))
+            if projection is not None:
+                baseline_same["projected"] = _mean([analytic_latency(r, projection) for r in base_same])
+            rows.append(_row(ds, mode, chosen, costs, baseline_same, projection))
             if any(step["score"] is not None for r in chosen for step in r["steps"]):
                 by_step[f"{ds}/{mode}"] = acceptance_by_step(chosen)
     return {"rows": rows, "costs": costs, "acceptance_by_step": by_step, "baseline": baseline,
-            "markdown": f"Speedups are over {baseline}, on the same problems.\n\n" + markdown(rows, costs)}
+            "projection": None if projection is None else projection.to_dict(),
+            "markdown": f"Speedups are over {baseline}, on the same problems.\n\n"
+                        + markdown(rows, costs, projection)}
 
 
 def write_report(report: dict, out_dir: Path) -> List[Path]:
@@ -271,7 +322,8 @@ def write_report(report: dict, out_dir: Path) -> List[Path]:
     with open(paths[0], "w", encoding="utf-8") as handle:
         for row in report["rows"]:
             handle.write(json.dumps(row) + "\n")
-        handle.write(json.dumps({"costs": report["costs"], "acceptance_by_step": report["acceptance_by_step"]}) + "\n")
+        handle.write(json.dumps({"costs": report["costs"], "acceptance_by_step": report["acceptance_by_step"],
+                                 "projection": report.get("projection")}) + "\n")
     paths[1].write_text(report["markdown"] + "\n", encoding="utf-8")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -315,10 +367,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--baseline", default=BASE, help="the mode speedups are measured against")
     parser.add_argument("--modes", nargs="*", default=[], help="rows of these modes first, in this order")
     parser.add_argument("--dataset", help="only this data set (default: every one in the file)")
+    parser.add_argument("--costs", type=Path, metavar="COSTS.json",
+                        help="also project every mode's latency and speedup with these per-role costs "
+                             "(decode ms per token, prefill ms per new prompt token, ms per request; "
+                             "e.g. eval/costs/h100-r1-distill-1.5b-qwq-32b.json): a simulation from "
+                             "the records' own calls, shown apart from the measured columns")
     args = parser.parse_args(argv)
     if not args.result_file.is_file():
         parser.error(f"{args.result_file}: no such file")
-    report = build_report(args.result_file, args.modes, args.dataset, args.baseline)
+    try:
+        projection = Costs.load(args.costs) if args.costs else None
+    except ConfigError as e:
+        parser.error(str(e))
+    report = build_report(args.result_file, args.modes, args.dataset, args.baseline, projection)
     if not report["rows"]:
         parser.error(f"{args.result_file} holds no evaluation records"
                      + (f" of data set {args.dataset}" if args.dataset else ""))

@@ -184,13 +184,14 @@ def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
 
 
 def test_analytic_latency_of_pipelined_modes_hides_overlap_and_leaves_out_aborted_guesses():
+    from eval.costs import Costs
     from eval.report import analytic_latency
 
     kept = [spec_step(0, 50, 9, True), spec_step(1, 50, 9, True)]
     rejected = spec_step(2, 10, 1, True)  # drafted (10 tokens), judged, then:
     rejected.calls.append(Call("draft", "wasted", 100, 99, 20, 2.0))  # the next draft, aborted
     rejected.replace_with(base_step(2, 30, 9.0))
-    costs = {"draft_s_per_token": 0.1, "base_s_per_token": 0.3, "judge_s": 1.0}
+    costs = Costs.measured({"draft_s_per_token": 0.1, "base_s_per_token": 0.3, "judge_s": 1.0})
     line = record("p1", 0, "specreason-greedy-7", True, 20.0, kept + [rejected])
     # sequential work: draft 130 tokens (13 s), base 30 (9 s), 3 judge calls (3 s)
     assert analytic_latency(line, costs) == pytest.approx(25.0)
