@@ -38,10 +38,13 @@ from sgl_specreason.flags import (
 )
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.runner import dry_run, open_runtimes
-from sgl_specreason.scoring import LIKELIHOOD_METHODS, SCORE_METHODS, score_reply
+from sgl_specreason.scoring import LIKELIHOOD_METHODS, PAPER_METHODS, score_reply
 from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE
 
+#: the judges this benchmark asks (those that read one step on the base model alone; the
+#: rules that compare drafts or the two models are measured by ``eval.draft_bench``)
+METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
 #: thresholds the acceptance table shows (all methods score on 0..10)
 THRESHOLDS = (3, 4, 5, 6, 6.5, 7, 7.5, 8, 8.5, 9)
 
@@ -116,7 +119,7 @@ def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> di
             "cost": {"paper": _call_cost(paper), "likelihood": _call_cost(own)}}
 
 
-def build_report(records: List[dict], methods: Sequence[str] = SCORE_METHODS) -> dict:
+def build_report(records: List[dict], methods: Sequence[str] = METHODS) -> dict:
     """Per method: AUROC (overall and per corruption kind), acceptance at THRESHOLDS, the best
     cut; per prompt kind: mean new tokens and server time of a judge call."""
     pairs = {}
@@ -234,7 +237,7 @@ def run(args) -> int:
             for i, (pair, variant) in enumerate(todo, 1):
                 record = judge_pair_step(base, pair, variant, cfg)
                 writer.write(record)
-                shown = " ".join(f"{m} {record['scores'][m]:.2f}" for m in SCORE_METHODS)
+                shown = " ".join(f"{m} {record['scores'][m]:.2f}" for m in METHODS)
                 print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {pair.id} "
                       f"{variant:<9} {shown}")
     wanted = {p.id for p in pairs}

@@ -105,7 +105,10 @@ def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Seque
         method, _, threshold = head[len(program) + 1:].rpartition("-")
         try:
             modes.append(_judged_mode(program, method, float(threshold), mode_cfg, suffix))
-        except (ValueError, SpecReasonError):
+        except (ValueError, SpecReasonError) as e:
+            if isinstance(e, ConfigError) and method in SCORE_METHODS:
+                # a known judge with a setting it cannot work with: name the setting
+                raise SpecReasonError(f"mode {name!r}: {e}") from None
             raise SpecReasonError(
                 f"bad mode {name!r}: write {program}-METHOD-THRESHOLD with METHOD one of "
                 f"{', '.join(SCORE_METHODS)} and THRESHOLD in 0..10, e.g. {program}-average-6.7"
