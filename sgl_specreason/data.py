@@ -1,4 +1,4 @@
-"""Real problems shipped in packages (DESIGN: no hub downloads)."""
+"""Real problems shipped in PyPI packages: nothing is downloaded from a model or data hub."""
 
 from __future__ import annotations
 

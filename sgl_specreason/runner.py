@@ -340,9 +340,15 @@ def print_summary(line: dict, stream: TextIO = sys.stdout) -> None:
         return "-" if x is None else f"{x:.0f} ms"
 
     acc = line["accuracy"]
+    # "errors" counts failed problems and skipped bad input lines together (the exit code)
+    skipped = len(o.get("bad_inputs", ()))
+    failed = o["errors"] - skipped
+    problems = f"{line['num_requests']} run ({line['num_requests'] - failed} answered, {failed} failed)"
+    if skipped:
+        problems += f"; {skipped} bad input lines skipped"
     rows = [
         ("mode", line["backend"]),
-        ("problems", f"{line['num_requests']} ({o['errors']} with errors)"),
+        ("problems", problems),
         ("accuracy", "-" if acc is None else f"{100 * acc:.1f}%"),
         ("wall time", f"{line['latency']:.1f} s"),
         ("acceptance", f"{pct(o['acceptance_rate'])} of {o['steps']} steps "

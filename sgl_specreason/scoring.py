@@ -35,7 +35,7 @@ SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS + RATIO_METHODS + DRAFT_ONLY_
 
 @dataclass(frozen=True)
 class JudgeScore:
-    #: the score compared with the threshold (0..9)
+    #: the score compared with the threshold: 0..9 for the paper's digit judges, 0..10 for the others
     value: float
     #: the token the judge produced (temperature 0)
     token: str

@@ -54,3 +54,18 @@ def test_problems_failing_while_sigterm_stops_the_servers_are_not_recorded(tmp_p
                           timeout=120)
     assert proc.returncode == 143, proc.stderr
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["p0"]
+
+
+def test_the_summary_tells_problems_run_from_bad_input_lines_skipped():
+    import io
+
+    from sgl_specreason.problems import BadInput
+    from sgl_specreason.runner import print_summary, summary
+    from sgl_specreason.trace import ProblemResult
+
+    results = [ProblemResult("a", "q", "base", answer="1"), ProblemResult("b", "q", "base", answer="2"),
+               ProblemResult("c", "q", "base", error="RuntimeTimeoutError: no reply")]
+    bad = [BadInput(str(i), f"line {i}: not JSON") for i in range(6)]
+    out = io.StringIO()
+    print_summary(summary(results, "base", "batch", 1.0, bad), out)
+    assert "problems     3 run (2 answered, 1 failed); 6 bad input lines skipped\n" in out.getvalue()
