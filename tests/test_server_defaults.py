@@ -1,5 +1,6 @@
 """What a local server is started with on each device, and --dry-run, which only prints it."""
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -60,20 +61,29 @@ def test_cuda_servers_take_what_the_user_gives():
 
 
 def test_cpu_defaults_are_unchanged():
-    specs = server_specs(RuntimeOptions(device="cpu", threads=2, draft_args=("--tp-size", "1")),
-                         SpecReasonConfig(seed=3), ("draft", "base"))
+    specs = server_specs(RuntimeOptions(device="cpu", threads=2), SpecReasonConfig(seed=3), ("draft", "base"))
     draft, base = specs["draft"].command(), specs["base"].command()
     assert flag(draft, "--dtype") == "bfloat16" and flag(base, "--dtype") == "float32"
     for command in (draft, base):
         assert flag(command, "--max-total-tokens") == "16384" and flag(command, "--device") == "cpu"
         assert "--sleep-on-idle" in command and flag(command, "--random-seed") == "3"
-    assert draft[-2:] == ["--tp-size", "1"]
     env = specs["base"].environment_changes()
     assert env["SGLANG_USE_CPU_ENGINE"] == "1" and env["OMP_NUM_THREADS"] == "2"
-    assert env["PYTHONPATH"].split(":")[0] == str(runtime.CPU_SHIM_DIR)
-    # GPUs named for a CPU server still reach its environment, as before
-    spec = ServerSpec("/m/x", 30000, role="base", device="cpu", gpus="1")
-    assert spec.environment_changes()["CUDA_VISIBLE_DEVICES"] == "1"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(runtime.CPU_SHIM_DIR)
+
+
+def test_cpu_servers_pass_the_gpu_flags_through_as_given():
+    specs = specs_for(["--device", "cpu", "--threads", "2", "--draft-tp", "1", "--base-tp", "2",
+                       "--mem-fraction-static", "0.5", "--base-gpus", "1",
+                       "--base-speculative-algorithm", "EAGLE", "--base-speculative-num-draft-tokens", "4"])
+    base, draft = specs["base"].command(), specs["draft"].command()
+    assert flag(base, "--tp-size") == "2" and flag(draft, "--tp-size") == "1"
+    assert flag(base, "--mem-fraction-static") == "0.5" == flag(draft, "--mem-fraction-static")
+    assert flag(base, "--speculative-algorithm") == "EAGLE" and flag(base, "--speculative-num-draft-tokens") == "4"
+    assert flag(base, "--dtype") == "float32" and flag(base, "--max-total-tokens") == "16384"
+    env = specs["base"].environment_changes()
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "2"
+    assert "CUDA_VISIBLE_DEVICES" not in specs["draft"].environment_changes()
 
 
 @pytest.mark.parametrize("gpu, device", [(True, "cuda"), (False, "cpu")])
