@@ -278,6 +278,70 @@ def markdown(rows: Sequence[dict], costs: dict, projection: Optional[Costs] = No
     return "\n".join(lines)
 
 
+def is_random(mode: str) -> bool:
+    """A mode of the random control (``specreason-random-T``, any options)."""
+    return mode.split("+")[0].startswith(("specreason-random-", "dropin-random-"))
+
+
+def random_line(rows: Sequence[dict], dataset: str) -> List[tuple]:
+    """(acceptance, pass@1) of the random control on ``dataset``: its measured modes, with the
+    base model alone at 0 and the draft model alone at 1 where they were run, sorted."""
+    points = []
+    for r in rows:
+        if r["dataset"] != dataset or r["pass_at_1"] is None:
+            continue
+        if is_random(r["mode"]) and r["acceptance_rate"] is not None:
+            points.append((r["acceptance_rate"], r["pass_at_1"]))
+        elif r["mode"] in (BASE, DRAFT):
+            points.append((0.0 if r["mode"] == BASE else 1.0, r["pass_at_1"]))
+    return sorted(points)
+
+
+def interpolate(points: Sequence[tuple], x: float) -> Optional[float]:
+    """The value at ``x`` of the piecewise linear line through ``points`` (None outside them).
+
+    >>> interpolate([(0.0, 0.4), (0.5, 0.3), (1.0, 0.2)], 0.75)
+    0.25
+    """
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def against_random(rows: Sequence[dict]) -> List[dict]:
+    """Each speculating mode's pass@1 against the random control at its own acceptance rate,
+    read off the line through the random modes (and the two models alone at 0 and 1)."""
+    out = []
+    for r in rows:
+        if r["acceptance_rate"] is None or is_random(r["mode"]) or r["pass_at_1"] is None:
+            continue
+        line = random_line(rows, r["dataset"])
+        if not any(is_random(x["mode"]) for x in rows if x["dataset"] == r["dataset"]):
+            continue
+        expected = interpolate(line, r["acceptance_rate"])
+        out.append({"dataset": r["dataset"], "mode": r["mode"], "acceptance": r["acceptance_rate"],
+                    "pass_at_1": r["pass_at_1"], "random_pass_at_1": expected,
+                    "margin": None if expected is None else r["pass_at_1"] - expected})
+    return out
+
+
+def against_random_markdown(comparisons: Sequence[dict]) -> List[str]:
+    if not comparisons:
+        return []
+    lines = ["", "Against the random control (a rule must beat random acceptance at its own rate; "
+             "random's pass@1 there is read off the line through the measured random modes, with the "
+             "base model alone at 0 % and the draft model alone at 100 %):", "",
+             "| dataset | mode | acceptance | pass@1 | random at that acceptance | margin |",
+             "|---|---|---:|---:|---:|---:|"]
+    for c in comparisons:
+        margin = "-" if c["margin"] is None else f"{100 * c['margin']:+.1f} pp"
+        lines.append(f"| {c['dataset']} | {c['mode']} | {_fmt(c['acceptance'], pct=True)} "
+                     f"| {_fmt(c['pass_at_1'], pct=True)} | {_fmt(c['random_pass_at_1'], pct=True)} "
+                     f"| {margin} |")
+    return lines
+
+
 def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None,
                  baseline: str = BASE, projection: Optional[Costs] = None) -> dict:
     """Rows for every (data set, mode) in ``path`` (``modes`` first, in that order), speedups
@@ -304,10 +368,13 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
             rows.append(_row(ds, mode, chosen, costs, baseline_same, projection))
             if any(step["score"] is not None for r in chosen for step in r["steps"]):
                 by_step[f"{ds}/{mode}"] = acceptance_by_step(chosen)
+    comparisons = against_random(rows)
     return {"rows": rows, "costs": costs, "acceptance_by_step": by_step, "baseline": baseline,
             "projection": None if projection is None else projection.to_dict(),
+            "against_random": comparisons,
             "markdown": f"Speedups are over {baseline}, on the same problems.\n\n"
-                        + markdown(rows, costs, projection)}
+                        + markdown(rows, costs, projection)
+                        + "\n".join(against_random_markdown(comparisons))}
 
 
 def write_report(report: dict, out_dir: Path) -> List[Path]:
@@ -323,14 +390,22 @@ def write_report(report: dict, out_dir: Path) -> List[Path]:
         for row in report["rows"]:
             handle.write(json.dumps(row) + "\n")
         handle.write(json.dumps({"costs": report["costs"], "acceptance_by_step": report["acceptance_by_step"],
-                                 "projection": report.get("projection")}) + "\n")
+                                 "projection": report.get("projection"),
+                                 "against_random": report.get("against_random")}) + "\n")
     paths[1].write_text(report["markdown"] + "\n", encoding="utf-8")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in report["rows"]:
         if row["pass_at_1"] is None or row["speedup"] is None:
             continue
-        ax.scatter(row["speedup"], 100 * row["pass_at_1"], label=f"{row['dataset']}/{row['mode']}")
+        ax.scatter(row["speedup"], 100 * row["pass_at_1"], label=f"{row['dataset']}/{row['mode']}",
+                   marker="x" if is_random(row["mode"]) else "o")
+    for ds in sorted({r["dataset"] for r in report["rows"]}):  # the random control, as a line
+        control = sorted((r["speedup"], 100 * r["pass_at_1"]) for r in report["rows"]
+                         if r["dataset"] == ds and r["speedup"] is not None and r["pass_at_1"] is not None
+                         and (is_random(r["mode"]) or r["mode"] in (BASE, DRAFT)))
+        if len(control) > 1 and any(is_random(r["mode"]) for r in report["rows"] if r["dataset"] == ds):
+            ax.plot(*zip(*control), linestyle="--", color="grey", linewidth=1)
     ax.set_xlabel(f"measured speedup over {report.get('baseline', BASE)} (x)")
     ax.set_ylabel("pass@1 (%)")
     ax.set_title("Accuracy vs speedup")

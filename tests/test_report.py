@@ -225,3 +225,21 @@ def test_a_finished_run_starts_no_runtime_and_the_report_can_be_rewritten_alone(
     with pytest.raises(SystemExit):
         report_main([str(tmp_path / "missing.jsonl")])
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_each_rule_is_compared_with_random_acceptance_at_its_own_rate():
+    from eval.report import against_random
+
+    def row(mode, acceptance, pass1):
+        return {"dataset": "gsm8k-train", "mode": mode, "acceptance_rate": acceptance, "pass_at_1": pass1}
+
+    rows = [row("base", None, 0.40), row("draft", None, 0.20),
+            row("specreason-random-5", 0.50, 0.30), row("specreason-agreement-10+n3", 0.75, 0.33),
+            row("specreason-likelihood-numbers-6", 0.25, 0.31)]
+    found = {c["mode"]: c for c in against_random(rows)}
+    assert set(found) == {"specreason-agreement-10+n3", "specreason-likelihood-numbers-6"}
+    assert found["specreason-agreement-10+n3"]["random_pass_at_1"] == pytest.approx(0.25)
+    assert found["specreason-agreement-10+n3"]["margin"] == pytest.approx(0.08)
+    assert found["specreason-likelihood-numbers-6"]["margin"] == pytest.approx(-0.04)
+    # no random mode run on the data set: nothing to compare with
+    assert against_random([r for r in rows if "random" not in r["mode"]]) == []
