@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from eval.judge_bench import THRESHOLDS, auroc, best_threshold, build_report, write_report
-from sgl_specreason.scoring import SCORE_METHODS
+from eval.judge_bench import METHODS, THRESHOLDS, auroc, best_threshold, build_report, write_report
 
 
 def test_auroc_extremes_ties_and_order():
@@ -25,7 +24,7 @@ def test_best_threshold_maximises_accepted_originals_minus_accepted_corrupted():
 def record(pair, variant, kind, score, **cost):
     c = {"prompt_tokens": 100, "cached_tokens": 80, "new_tokens": 20, "server_s": 0.5, **cost}
     return {"pair": pair, "problem_id": pair.split("-s")[0], "kind": kind, "variant": variant,
-            "step": "x", "step_tokens": 12, "scores": {m: score(m) for m in SCORE_METHODS},
+            "step": "x", "step_tokens": 12, "scores": {m: score(m) for m in METHODS},
             "digits": {}, "cost": {"paper": c, "likelihood": {**c, "new_tokens": 13}}}
 
 
@@ -64,4 +63,4 @@ def test_report_measures_each_method_on_complete_pairs(tmp_path):
     paths = write_report(report, records, tmp_path)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     lines = [json.loads(x) for x in paths[0].read_text().splitlines()]
-    assert [line["method"] for line in lines[:-1]] == list(SCORE_METHODS) and "cost" in lines[-1]
+    assert [line["method"] for line in lines[:-1]] == list(METHODS) and "cost" in lines[-1]
