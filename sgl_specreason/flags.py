@@ -28,7 +28,10 @@ CONFIG_HELP = {
     "score_method": "greedy: the judge's digit; average: expected digit over its top-k (the paper's "
                     "question); likelihood, likelihood-min, likelihood-numbers: 10 + the base "
                     "model's log-prob of the step's tokens (mean, worst 3-token window, worst "
-                    "number token)",
+                    "number token); llr: 5 + 5 x (base - draft log-prob per token); agreement, "
+                    "agreement-set: 10 x the share of the other drafts ending on the same number / "
+                    "writing the same numbers (needs --num-drafts >= 2, no base call); random: "
+                    "keeps 1 - threshold/10 of the steps (the control)",
     "token_budget": "stop after this many kept output tokens",
     "step_max_tokens": "new tokens per reasoning step at most",
     "answer_max_tokens": "new tokens for the answer when reasoning stopped without one",
@@ -71,8 +74,21 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kind = float
         extra = {"choices": SCORE_METHODS} if f.name == "score_method" else {}
         group.add_argument(flag, type=kind, default=None,
-                           help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} (default {default})",
+                           help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} ({default_help(f.name)})",
                            **extra)
+
+
+def default_help(field: str) -> str:
+    """The default of a config field as ``--help`` states it: the one that applies where.
+
+    >>> default_help("token_budget")
+    'default 8192'
+    """
+    default = getattr(SpecReasonConfig(), field)
+    if field not in LOCAL_PAIR_DEFAULTS:
+        return f"default {default}"
+    return (f"default {LOCAL_PAIR_DEFAULTS[field]} when the default draft and base models are "
+            f"served locally, {default} with --draft-url/--base-url or other models")
 
 
 #: what ``sglang.launch_server --dtype`` accepts
