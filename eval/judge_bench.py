@@ -92,10 +92,20 @@ def threshold_keeping(positive: Sequence[float], negative: Sequence[float], shar
             "accept_corrupted": float((neg >= cut).mean())}
 
 
-def _call_cost(meta: dict) -> dict:
+def call_cost(meta: dict) -> dict:
+    """What one runtime call cost, from its ``meta_info``: prompt tokens, those the radix cache
+    served, the new ones, the tokens it generated, and its server time."""
     prompt, cached = int(meta.get("prompt_tokens") or 0), int(meta.get("cached_tokens") or 0)
     return {"prompt_tokens": prompt, "cached_tokens": cached, "new_tokens": prompt - cached,
+            "completion_tokens": int(meta.get("completion_tokens") or 0),
             "server_s": float(meta.get("e2e_latency") or 0.0)}
+
+
+def show(report: dict, paths: Sequence[Path]) -> int:
+    """Print a benchmark's report and where it was written; the command's exit code."""
+    print("\n" + report["markdown"])
+    print("report: " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> dict:
@@ -116,7 +126,7 @@ def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> di
     return {"pair": pair.id, "problem_id": pair.problem_id, "kind": pair.kind, "variant": variant,
             "step": step, "step_tokens": length, "scores": scores,
             "digits": {str(d): p for d, p in asked.digits.items()},
-            "cost": {"paper": _call_cost(paper), "likelihood": _call_cost(own)}}
+            "cost": {"paper": call_cost(paper), "likelihood": call_cost(own)}}
 
 
 def build_report(records: List[dict], methods: Sequence[str] = METHODS) -> dict:
@@ -243,22 +253,27 @@ def run(args) -> int:
     wanted = {p.id for p in pairs}
     records = [r for r in store.read("pair") if r["pair"] in wanted]
     report = build_report(records)
-    paths = write_report(report, records, args.out_dir)
-    print("\n" + report["markdown"])
-    print("report: " + ", ".join(str(p) for p in paths))
-    return 0
+    return show(report, write_report(report, records, args.out_dir))
+
+
+def bench_parser(module: str, doc: str, problems: str, out_dir: str) -> argparse.ArgumentParser:
+    """The flags every benchmark here has: which problems, where the records and report go, the
+    SpecReason settings and the runtimes; ``problems`` says which problems --num-problems counts."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-problems", type=positive_int, default=40, help=problems)
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, default=Path(out_dir))
+    add_config_flags(parser)
+    add_runtime_flags(parser)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eval.judge_bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-problems", type=positive_int, default=40, help="GSM8K test problems to take steps from")
-    parser.add_argument("--offset", type=int, default=0)
+    parser = bench_parser("eval.judge_bench", __doc__, "GSM8K test problems to take steps from",
+                          "results/judge_bench")
     parser.add_argument("--corruption-seed", type=int, default=0, help="seed of the corruption generator")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--out-dir", type=Path, default=Path("results/judge_bench"))
-    add_config_flags(parser)
-    add_runtime_flags(parser)
     return parser
 
 
