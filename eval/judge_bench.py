@@ -38,13 +38,14 @@ from sgl_specreason.flags import (
 )
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.runner import dry_run, open_runtimes
-from sgl_specreason.scoring import LIKELIHOOD_METHODS, PAPER_METHODS, score_reply
+from sgl_specreason.judges import JUDGES, QUESTION, STEP, Candidates, judges_asking
+from sgl_specreason.scoring import score_reply
 from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE
 
 #: the judges this benchmark asks (those that read one step on the base model alone; the
 #: rules that compare drafts or the two models are measured by ``eval.draft_bench``)
-METHODS = PAPER_METHODS + LIKELIHOOD_METHODS
+METHODS = tuple(n for n in judges_asking(QUESTION, STEP) if not JUDGES[n].needs_draft_logprobs)
 #: thresholds the acceptance table shows (all methods score on 0..10)
 THRESHOLDS = (3, 4, 5, 6, 6.5, 7, 7.5, 8, 8.5, 9)
 
@@ -121,8 +122,11 @@ def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> di
     own = call(judge_steps, base.backend, prefix=prefix,
                continuations=[template.reasoning(q, pair.steps + [step])[len(prefix):]],
                top_logprobs=1, logprob_start=start)[0]
-    asked = score_reply(paper, "average")  # carries both paper scores
-    scores = {**asked.signals, **score_reply(own, LIKELIHOOD_METHODS[0], length).signals}
+    asked = score_reply(paper, "average")  # carries the digit distribution
+    replies = {QUESTION: paper, STEP: own}
+    scores = {name: float(JUDGES[name].score(Candidates(q, len(pair.steps), cfg.seed, [step], [{}],
+                                                        [replies[JUDGES[name].asks]], [length]))[0].value)
+              for name in METHODS}
     return {"pair": pair.id, "problem_id": pair.problem_id, "kind": pair.kind, "variant": variant,
             "step": step, "step_tokens": length, "scores": scores,
             "digits": {str(d): p for d, p in asked.digits.items()},

@@ -32,9 +32,10 @@ from sgl_specreason.flags import (
     positive_int,
     runtime_options,
 )
-from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
+from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.grading import extract
+from sgl_specreason.judges import SCORE_METHODS
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, roles_for, run_problems
 from sgl_specreason.store import ResultStore, done_keys

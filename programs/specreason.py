@@ -14,18 +14,7 @@ from contextlib import closing
 import sglang as sgl
 
 from sgl_specreason.calls import call, gen_result, recording, start, step_spans
-from sgl_specreason.scoring import (
-    AGREEMENT_METHODS,
-    PAPER_METHODS,
-    RATIO_METHODS,
-    JudgeScore,
-    agreement_scores,
-    draft_logprob_sum,
-    log_ratio_score,
-    random_score,
-    score_reply,
-    step_token_logprobs,
-)
+from sgl_specreason.judges import NOTHING, QUESTION, Candidates, get_judge
 from sgl_specreason.stopping import FINISHED, clean_step, has_answer, stop_reason
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
@@ -176,34 +165,62 @@ def one_gen(s, problem, cfg, role, monitor=None, label="base-gen"):
 def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, budget=None):
     """Yield the kept steps one by one, each drafted and judged (or written by the base model).
 
-    With ``cfg.pipeline`` the next step is drafted while this one is judged, as if it will be
-    kept; with ``cfg.race_base_step`` the base model starts its own step with the judgement.
-    Work begun on a wrong guess is aborted and its calls stay in the trace as "wasted". ``tidy``
-    cleans a step before it is kept; ``budget`` caps each step at the kept tokens left."""
+    ``tidy`` cleans a step before it is kept; ``budget`` caps each step at the kept tokens left.
+    With ``cfg.pipeline`` or ``cfg.race_base_step`` the same steps come from
+    ``overlapped_steps``, which begins work on a guess beside the judgement."""
+    if cfg.pipeline or cfg.race_base_step:
+        yield from overlapped_steps(draft, base, q, choices, cfg, tidy, stop, budget)
+        return
     texts, kept = [], 0
-    step = ahead = rival = None  # ahead: the next step's drafts, begun while this one was judged
+    while True:
+        started = time.perf_counter()
+        limit = _room(cfg, budget, kept)
+        if len(texts) < cfg.first_n_base_steps:
+            step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
+        else:
+            # 1. the draft model writes the step (num_drafts candidates)
+            drafts = _drafts(draft, q, texts, choices, cfg, stop, limit)
+            # 2. the base model scores it (or the drafts score each other)
+            step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
+            # 3. keep it, or the base model writes the step itself
+            if step.score < cfg.threshold:
+                step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit))
+        step.wall_s = time.perf_counter() - started
+        texts.append(step.text)
+        kept += step.kept_tokens
+        yield step
 
-    def room(used):  # new tokens a step may take
-        return cfg.step_max_tokens if budget is None else max(1, min(cfg.step_max_tokens, budget - used))
+
+def overlapped_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, budget=None):
+    """``speculated_steps`` with work begun on a guess while each step is judged: with
+    ``cfg.pipeline`` the next step's drafts, as if this step will be kept; with
+    ``cfg.race_base_step`` the base model's own step, as if it will not. The guess that proves
+    wrong is aborted and its calls stay in the trace as "wasted"."""
+    texts, kept = [], 0
+    step = ahead = rival = None  # ahead: the next step's drafts; rival: the base model's step
 
     try:
         while True:
             started = time.perf_counter()
+            limit = _room(cfg, budget, kept)
             if len(texts) < cfg.first_n_base_steps:
-                step = _own_step(base, q, texts, choices, cfg, tidy, stop, room(kept))
+                step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
             else:
-                drafts = ahead.result() if ahead else _drafts(draft, q, texts, choices, cfg, stop, room(kept))
-                ahead = None
-                if cfg.pipeline:
+                # 1. the draft model writes the step, unless it was drafted while the last was judged
+                drafts = ahead.result() if ahead else _drafts(draft, q, texts, choices, cfg, stop, limit)
+                ahead = rival = None
+                if cfg.pipeline:  # guess: this step is kept
                     ahead = start(_drafts, draft, q, texts + [tidy(drafts[0][0])], choices, cfg, stop,
-                                  room(kept + _tokens(drafts[0])))
-                if cfg.race_base_step:
-                    rival = start(_reply, base, q, texts, choices, cfg, stop, room(kept))
+                                  _room(cfg, budget, kept + _tokens(drafts[0])))
+                if cfg.race_base_step:  # guess: it is not
+                    rival = start(_reply, base, q, texts, choices, cfg, stop, limit)
+                # 2. the base model scores it
                 step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
-                if step.score < cfg.threshold:  # rejected: the base model writes the step
+                # 3. keep it, or the base model writes the step itself; drop the wrong guess
+                if step.score < cfg.threshold:
                     ahead = _drop(step, ahead, DRAFT)
                     reply, rival = rival and rival.result(), None
-                    step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, room(kept), reply))
+                    step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit, reply))
                 else:
                     rival = _drop(step, rival, BASE)
             step.wall_s = time.perf_counter() - started
@@ -215,10 +232,15 @@ def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
         _drop(step, rival, BASE)
 
 
+def _room(cfg, budget, used):
+    """New tokens the next step may take, with ``used`` kept tokens of ``budget`` spent."""
+    return cfg.step_max_tokens if budget is None else max(1, min(cfg.step_max_tokens, budget - used))
+
+
 def _drafts(draft, q, texts, choices, cfg, stop, limit, cancel=None):
     return call(draft_steps, draft.backend, prompt=draft.template.reasoning(q, texts, choices),
                 num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
-                top_p_=cfg.top_p, stops=stop, logprobs=cfg.score_method in RATIO_METHODS,
+                top_p_=cfg.top_p, stops=stop, logprobs=get_judge(cfg.score_method).needs_draft_logprobs,
                 cancel=cancel)
 
 
@@ -240,16 +262,14 @@ def _ended(meta):
 
 
 def _judged_step(base, q, texts, choices, cfg, drafts, tidy):
-    """Judge each draft (on the base runtime, unless the rule asks it nothing); the best scoring
-    one as a step."""
+    """Judge each draft with ``cfg.score_method``; the best scoring one as a step."""
+    judge = get_judge(cfg.score_method)
     candidates = [tidy(text) for text, _ in drafts]
-    verdicts, method = [], cfg.score_method
-    if method in AGREEMENT_METHODS:  # the drafts vote among themselves
-        scores = [JudgeScore(v, "") for v in agreement_scores(candidates, AGREEMENT_METHODS[method])]
-    elif method == "random":  # the control: keeps steps at a set rate, whatever they say
-        scores = [JudgeScore(random_score(q, len(texts), i, cfg.seed), "") for i in range(len(drafts))]
-    else:
-        verdicts, scores = _base_verdicts(base, q, texts, choices, cfg, drafts, candidates)
+    verdicts, lengths = [], []
+    if judge.asks != NOTHING:
+        verdicts, lengths = _ask_base(base, q, texts, choices, cfg, judge.asks, candidates)
+    scores = judge.score(Candidates(q, len(texts), cfg.seed, candidates, [m for _, m in drafts],
+                                    verdicts, lengths))
     best = max(range(len(drafts)), key=lambda i: scores[i].value)
     text, meta = drafts[best]
     tokens = _tokens(drafts[best])
@@ -261,25 +281,20 @@ def _judged_step(base, q, texts, choices, cfg, drafts, tidy):
                 + [Call.from_meta(BASE, "judge", v) for v in verdicts])
 
 
-def _base_verdicts(base, q, texts, choices, cfg, drafts, candidates):
-    """The base runtime's replies on the candidates (one prefill, one token each) and their
-    scores."""
+def _ask_base(base, q, texts, choices, cfg, asks, candidates):
+    """The base runtime's reply on each candidate (one prefill, one token each), and each
+    candidate's length in base tokens (for judges that read the step's own log-probs)."""
     prefix = base.template.reasoning(q, texts, choices)
-    if cfg.score_method in PAPER_METHODS:  # asked for a 0-9 score
+    if asks == QUESTION:  # the paper's question after the step
         prompts = [base.template.judge(q, texts + [c], choices) for c in candidates]
-        start_, lengths = None, [None] * len(drafts)
+        start_, lengths = None, [None] * len(candidates)
     else:  # the step's own log-probabilities, read from one prefill of it
         prompts = [base.template.reasoning(q, texts + [c], choices) for c in candidates]
         start_, lengths = step_spans(base.backend, prefix, candidates)
     verdicts = call(judge_steps, base.backend, prefix=prefix,
                     continuations=[p[len(prefix):] for p in prompts],
                     top_logprobs=cfg.judge_top_logprobs, logprob_start=start_)
-    if cfg.score_method in RATIO_METHODS:  # the base model's log-prob of the step over the draft's
-        scores = [JudgeScore(log_ratio_score(step_token_logprobs(v, n), draft_logprob_sum(m)), "")
-                  for v, n, (_, m) in zip(verdicts, lengths, drafts)]
-    else:
-        scores = [score_reply(v, cfg.score_method, n) for v, n in zip(verdicts, lengths)]
-    return verdicts, scores
+    return verdicts, lengths
 
 
 def _own_step(role, q, texts, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, limit=None,

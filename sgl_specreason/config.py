@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.scoring import AGREEMENT_METHODS, SCORE_METHODS
+from sgl_specreason.judges import JUDGES
 
 
 def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
@@ -36,11 +36,9 @@ class SpecReasonConfig:
     #: accept a drafted step when its judge score is >= threshold (0 accepts every step,
     #: 10 accepts none: the base model then writes every step).
     threshold: float = 7.0
-    #: how the base model judges a step (all on a 0..10 scale, higher is better):
-    #: "greedy": the judge's sampled digit; "average": expected digit under the top-k digits
-    #: (the paper's prompt); "likelihood", "likelihood-min", "likelihood-numbers": 10 + the
-    #: base model's log-prob (nats) of the step's tokens on average, of its worst 3-token
-    #: window, or of its worst token holding a digit (one prefill of the step, no question).
+    #: the judge that scores a drafted step (0..10, higher is better): a name in
+    #: ``sgl_specreason.judges.JUDGES`` ("greedy" and "average" ask the paper's question,
+    #: the likelihood judges read the step's own log-probs, ...).
     score_method: str = "greedy"
     #: stop once the kept steps' output tokens reach this many.
     token_budget: int = 8192
@@ -74,9 +72,9 @@ class SpecReasonConfig:
 
     def __post_init__(self):
         _check_number("threshold", self.threshold, 0, 10)
-        if self.score_method not in SCORE_METHODS:
+        if self.score_method not in JUDGES:
             raise ConfigError(
-                f"score_method must be one of {', '.join(SCORE_METHODS)}, got {self.score_method!r}"
+                f"score_method must be one of {', '.join(JUDGES)}, got {self.score_method!r}"
             )
         _check_number("token_budget", self.token_budget, 1, 1_048_576, integer=True)
         _check_number("step_max_tokens", self.step_max_tokens, 1, 65_536, integer=True)
@@ -88,9 +86,10 @@ class SpecReasonConfig:
         for name in ("pipeline", "race_base_step"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.score_method in AGREEMENT_METHODS and self.num_drafts < 2:
+        needed = JUDGES[self.score_method].min_drafts
+        if self.num_drafts < needed:
             raise ConfigError(f"score_method {self.score_method} compares drafts with each other: "
-                              f"it needs num_drafts >= 2, got {self.num_drafts}")
+                              f"it needs num_drafts >= {needed}, got {self.num_drafts}")
         if self.pipeline and self.num_drafts > 1:
             raise ConfigError(f"pipeline needs num_drafts = 1, got num_drafts = {self.num_drafts}: "
                               "the next step is drafted before the judge picks among the drafts")

@@ -41,7 +41,7 @@ from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role, call
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.scoring import PAPER_METHODS
+from sgl_specreason.judges import QUESTION, get_judge
 from sgl_specreason.templates import STEP_SEPARATOR, Continuation, template_for_model
 from sgl_specreason.trace import BASE, DRAFT, Totals
 
@@ -102,7 +102,7 @@ class SpecReasonBackend(BaseBackend):
         try:  # frames the paper judge's question; the likelihood judges need no framing
             self.base_chat = template_for_model(self.base.model_info["model_path"], base_template)
         except ConfigError:
-            if self.cfg.score_method in PAPER_METHODS:
+            if get_judge(self.cfg.score_method).asks == QUESTION:
                 raise
             self.base_chat = None
         self._lock = threading.Lock()

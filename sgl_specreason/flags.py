@@ -17,21 +17,16 @@ from pathlib import Path
 from typing import Callable
 
 from sgl_specreason import models
-from sgl_specreason.config import SCORE_METHODS, SpecReasonConfig
+from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.judges import JUDGES
 from sgl_specreason.runner import RuntimeOptions, stopping
 from sgl_specreason.runtime import DEVICE_DEFAULTS, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
     "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none)",
-    "score_method": "greedy: the judge's digit; average: expected digit over its top-k (the paper's "
-                    "question); likelihood, likelihood-min, likelihood-numbers: 10 + the base "
-                    "model's log-prob of the step's tokens (mean, worst 3-token window, worst "
-                    "number token); llr: 5 + 5 x (base - draft log-prob per token); agreement, "
-                    "agreement-set: 10 x the share of the other drafts ending on the same number / "
-                    "writing the same numbers (needs --num-drafts >= 2, no base call); random: "
-                    "keeps 1 - threshold/10 of the steps (the control)",
+    "score_method": "; ".join(f"{name}: {judge.help}" for name, judge in JUDGES.items()),
     "token_budget": "stop after this many kept output tokens",
     "step_max_tokens": "new tokens per reasoning step at most",
     "answer_max_tokens": "new tokens for the answer when reasoning stopped without one",
@@ -72,7 +67,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = {int: int, float: float, str: str}.get(type(default), int)
         if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
             kind = float
-        extra = {"choices": SCORE_METHODS} if f.name == "score_method" else {}
+        extra = {"choices": list(JUDGES)} if f.name == "score_method" else {}
         group.add_argument(flag, type=kind, default=None,
                            help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} ({default_help(f.name)})",
                            **extra)

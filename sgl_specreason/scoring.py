@@ -1,4 +1,5 @@
-"""Turning the base model's reply into a step score (0..10, higher is better).
+"""The arithmetic of scoring a drafted step (0..10, higher is better); the judges that use it,
+and what each asks of the base runtime, are in ``sgl_specreason.judges``.
 
 Two kinds of signal, both from one prefill of the new step on the base runtime:
 
@@ -19,18 +20,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+#: the signals of the two kinds of reply (the judges that read them: ``sgl_specreason.judges``)
 PAPER_METHODS = ("greedy", "average")
 LIKELIHOOD_METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
-#: judges that ask the base runtime nothing: ``agreement`` / ``agreement-set`` score a draft by
-#: the share of the other forked drafts that end on the same number / write the same numbers;
-#: ``random`` keeps a step with probability 1 - threshold / 10 (the control every rule must beat
-#: at its own acceptance rate)
-AGREEMENT_METHODS = {"agreement": "last", "agreement-set": "set"}
-DRAFT_ONLY_METHODS = tuple(AGREEMENT_METHODS) + ("random",)
-#: the base-over-draft log-likelihood ratio of the step (one prefill, as for the likelihood
-#: judges, plus the draft's own log-probabilities from its reply)
-RATIO_METHODS = ("llr",)
-SCORE_METHODS = PAPER_METHODS + LIKELIHOOD_METHODS + RATIO_METHODS + DRAFT_ONLY_METHODS
 
 
 @dataclass(frozen=True)

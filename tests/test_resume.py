@@ -10,7 +10,7 @@ import pytest
 
 from eval import judge_bench, run_eval
 from sgl_specreason.calls import recording
-from sgl_specreason.scoring import SCORE_METHODS
+from sgl_specreason.judges import SCORE_METHODS
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
