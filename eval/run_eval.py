@@ -37,9 +37,10 @@ from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.grading import extract
 from sgl_specreason.judges import SCORE_METHODS
 from sgl_specreason.problems import Problem
-from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, roles_for, run_problems
+from sgl_specreason.modes import MODES, roles_for
+from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, run_problems
 from sgl_specreason.store import ResultStore, done_keys
-from sgl_specreason.trace import BASE, DRAFT, ProblemResult
+from sgl_specreason.trace import BASE, ProblemResult
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Mode:
 
 
 #: the programs whose modes name a judge (METHOD-THRESHOLD)
-SPECULATING = ("specreason", "dropin")
+SPECULATING = tuple(name for name, mode in MODES.items() if mode.judged)
 #: what may follow a SpecReason mode's name after "+": one switch of the config each
 OPTION_HELP = "nK (K drafts per step), pipeline, race (race_base_step), baseK (first K steps by the base)"
 
@@ -87,11 +88,13 @@ def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Seque
         suffix = "".join("+" + o for o in options)
         program = next((p for p in SPECULATING if head == p or head.startswith(p + "-")), None)
         if program is None:
-            if head not in (BASE, DRAFT, "base-gen") or options:
+            if head not in MODES or options:
+                plain = ", ".join(n for n in MODES if n not in SPECULATING)
                 raise SpecReasonError(
-                    f"unknown mode {name!r}: use base, draft, base-gen, specreason or dropin (with "
-                    f"--score-methods and --thresholds), or specreason-METHOD-THRESHOLD / "
-                    f"dropin-METHOD-THRESHOLD, each optionally followed by +OPTION ({OPTION_HELP})")
+                    f"unknown mode {name!r}: use {plain}, {' or '.join(SPECULATING)} (with "
+                    f"--score-methods and --thresholds), or "
+                    f"{' / '.join(p + '-METHOD-THRESHOLD' for p in SPECULATING)}, each optionally "
+                    f"followed by +OPTION ({OPTION_HELP})")
             modes.append(Mode(name, head, cfg))
             continue
         try:

@@ -30,7 +30,8 @@ from sgl_specreason.flags import (  # noqa: E402
 )
 from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop, plot, solve_one  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
-from sgl_specreason.runner import MODES, dry_run, flush_caches, open_runtimes, roles_for  # noqa: E402
+from sgl_specreason.modes import MODES, roles_for  # noqa: E402
+from sgl_specreason.runner import dry_run, flush_caches, open_runtimes  # noqa: E402
 from sgl_specreason.store import ResultStore  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--request-rates", nargs="*", type=float, default=[],
                         help="open-loop levels: Poisson arrivals, problems per second")
     parser.add_argument("--modes", nargs="+", default=["specreason", "base"],
-                        choices=MODES)
+                        choices=list(MODES))
     parser.add_argument("--num-problems", type=positive_int, default=8,
                         help="problems per level and mode at most")
     parser.add_argument("--max-seconds", type=float, default=600.0,

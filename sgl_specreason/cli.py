@@ -22,16 +22,8 @@ from sgl_specreason.batch import ProgressMonitor, plan
 from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
-from sgl_specreason.runner import (
-    MODES,
-    Monitor,
-    dry_run,
-    open_runtimes,
-    print_summary,
-    roles_for,
-    run_problems,
-    summary,
-)
+from sgl_specreason.modes import MODES, roles_for
+from sgl_specreason.runner import Monitor, dry_run, open_runtimes, print_summary, run_problems, summary
 from sgl_specreason.store import ResultStore
 
 #: entry-point group of the commands other packages add (``eval``, ``judge-bench``): each names a
@@ -44,10 +36,8 @@ def registered_commands() -> Dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
 def _add_run_flags(parser: argparse.ArgumentParser, result_file: str) -> None:
-    parser.add_argument("--mode", choices=MODES, default="specreason",
-                        help="specreason, or a baseline: base (base model alone), draft (draft "
-                             "alone), base-gen (one long gen on the base runtime); dropin: that one "
-                             "gen served by the drop-in SpecReason backend")
+    parser.add_argument("--mode", choices=list(MODES), default="specreason",
+                        help="; ".join(f"{name}: {mode.help}" for name, mode in MODES.items()))
     parser.add_argument("--parallel", type=int, default=1, help="problems solved at once (run_batch threads)")
     parser.add_argument("--result-file", "--output", type=Path, default=Path(result_file),
                         help="JSONL results, one line per problem, appended")

@@ -19,6 +19,7 @@ from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
+from sgl_specreason.modes import program_call
 from sgl_specreason.problems import BadInput, Problem
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
 from sgl_specreason.templates import template_for_model
@@ -28,10 +29,6 @@ from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
 # program's calls to the other runtime. Our prompts are rendered per runtime and cached anyway.
 global_config.enable_precache_with_tracing = False
 
-#: specreason: the SpecReason program; base, draft: one model alone, step by step, same stop
-#: rules; base-gen: an ordinary program (prompt + one long gen) on the base runtime; dropin: that
-#: same program on the drop-in SpecReasonBackend (SpecReason serves its gen).
-MODES = ("specreason", "base", "draft", "base-gen", "dropin")
 
 
 @dataclass
@@ -248,38 +245,6 @@ class Monitor:
             status = f"error: {result.error}" if result.error else f"answer {result.answer!r} ({mark})"
             self._print(f"[{result.id}] {result.mode} done in {result.wall_s:.1f} s, "
                         f"{len(result.steps)} steps, stop {result.stop_reason}: {status}")
-
-
-def roles_for(mode: str) -> Tuple[str, ...]:
-    """The runtimes a mode needs."""
-    return (DRAFT, BASE) if mode in ("specreason", "dropin") else (BASE,) if mode == "base-gen" else (mode,)
-
-
-def program_call(mode: str, problem: Problem, index: int, cfg: SpecReasonConfig, roles: dict,
-                 monitor: Optional[Monitor] = None):
-    """The program that solves ``problem`` in ``mode``, its arguments, and the backend to run it
-    on, with the replica of each role that the ``index``-th problem keeps to."""
-    from programs import one_gen, reason, specreason
-
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    common = dict(problem=problem, cfg=cfg, monitor=monitor)
-    if mode == "specreason":
-        base = roles[BASE].pick(index)
-        return specreason, dict(common, draft=roles[DRAFT].pick(index), base=base), base.backend
-    if mode == "dropin":
-        from sgl_specreason.dropin import SpecReasonBackend
-
-        base = roles[BASE].pick(index)
-        # min_tokens = the budget: the program's one gen (max_tokens = budget) is always served.
-        backend = SpecReasonBackend(base.backend, roles[DRAFT].pick(index).backend, cfg,
-                                    min_tokens=cfg.token_budget)
-        role = Role(BASE, backend, base.template)
-    else:
-        role = roles[BASE if mode == "base-gen" else mode].pick(index)
-    if mode in ("base-gen", "dropin"):
-        return one_gen, dict(common, role=role, label=mode), role.backend
-    return reason, dict(common, role=role), role.backend
 
 
 def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,

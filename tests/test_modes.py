@@ -1,0 +1,53 @@
+"""The mode registry: every command takes its modes from one place, and a new mode is one entry."""
+
+import pytest
+
+from fake_runtime import FakeRuntime, fake_roles
+from programs import reason
+from sgl_specreason.calls import Role
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.modes import MODES, Mode, get_mode, program_call, register_mode, roles_for
+from sgl_specreason.problems import make_problem
+from sgl_specreason.runner import Monitor, run_problems
+from sgl_specreason.trace import BASE, DRAFT
+
+
+def test_the_built_in_modes_and_the_runtimes_each_needs():
+    assert {name: mode.roles for name, mode in MODES.items()} == {
+        "specreason": (DRAFT, BASE), "base": (BASE,), "draft": (DRAFT,), "base-gen": (BASE,),
+        "dropin": (DRAFT, BASE)}
+    assert [name for name, mode in MODES.items() if mode.judged] == ["specreason", "dropin"]
+    with pytest.raises(ValueError, match="mode must be one of specreason, base"):
+        roles_for("fast")
+
+
+def test_each_problem_keeps_to_one_replica_of_each_role():
+    draft, base = FakeRuntime(DRAFT, str), FakeRuntime(BASE, str)
+    other = FakeRuntime(BASE, str)
+    roles = fake_roles(draft, base)
+    template = roles[BASE].template
+    roles[BASE] = Role(BASE, base, template, (roles[BASE], Role(BASE, other, template)))
+    problem = make_problem("2 + 3?")
+    assert program_call("base", problem, 0, SpecReasonConfig(), roles)[2] is base
+    assert program_call("base", problem, 1, SpecReasonConfig(), roles)[2] is other
+
+
+@pytest.fixture
+def twice():
+    """A new mode: the base model alone, with twice the step length."""
+    def build(problem, cfg, roles, monitor):
+        role = roles[BASE]
+        cfg = cfg.replace(step_max_tokens=2 * cfg.step_max_tokens)
+        return reason, dict(problem=problem, cfg=cfg, monitor=monitor, role=role), role.backend
+    mode = register_mode(Mode("base-long-steps", "the base model, twice the step length", (BASE,), build))
+    yield mode
+    del MODES[mode.name]
+
+
+def test_a_new_mode_is_one_entry(twice):
+    draft = FakeRuntime(DRAFT, lambda steps, fork: "d")
+    base = FakeRuntime(BASE, lambda steps, fork: "so \\boxed{5}")
+    [result] = run_problems([make_problem("2 + 3?", answer="5")], SpecReasonConfig(step_max_tokens=20),
+                            fake_roles(draft, base), "base-long-steps", Monitor(stream=None))
+    assert result.correct and base.requests[0].params["max_new_tokens"] == 40
+    assert get_mode("base-long-steps").roles == (BASE,) and not draft.requests
