@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+import struct
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +168,64 @@ def prepare(name: str, log: Optional[Callable[[str], None]] = None) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
         gguf.unlink()  # the folder is all SGLang needs; the packages still hold the parts
     return folder
+
+
+#: GGUF value types and their sizes in bytes (8: string, 9: array, read apart)
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_head(path: Path, limit: int = 64 << 20) -> bytes:
+    """The header and metadata of a GGUF file (or of its first part), as a GGUF file with no
+    tensors: enough for transformers to build the model's tokenizer and chat template from, in
+    seconds and without the weights. The metadata must lie within the first ``limit`` bytes."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit)
+
+    def skip(kind: int, pos: int) -> int:
+        if kind in _GGUF_SIZES:
+            return pos + _GGUF_SIZES[kind]
+        if kind == 8:
+            return pos + 8 + struct.unpack_from("<Q", data, pos)[0]
+        item, count = struct.unpack_from("<IQ", data, pos)
+        pos += 12
+        if item in _GGUF_SIZES:
+            return pos + count * _GGUF_SIZES[item]
+        for _ in range(count):
+            pos = skip(item, pos)
+        return pos
+
+    try:
+        magic, version, _, kv_count = struct.unpack_from("<4sIQQ", data, 0)
+        if magic != b"GGUF":
+            raise ModelError(f"{path} is not a GGUF file (it starts with {magic!r})")
+        pos = 24
+        for _ in range(kv_count):
+            pos += 8 + struct.unpack_from("<Q", data, pos)[0]  # the key
+            pos = skip(struct.unpack_from("<I", data, pos)[0], pos + 4)
+    except struct.error:
+        raise ModelError(f"the metadata of {path} does not end within its first {limit} bytes") from None
+    if pos > len(data):
+        raise ModelError(f"the metadata of {path} does not end within its first {limit} bytes")
+    return struct.pack("<4sIQQ", magic, version, 0, kv_count) + data[24:pos]
+
+
+def tokenizer(name: str):
+    """The tokenizer (and chat template) of an offline model: from its converted folder when it
+    was prepared, else from the metadata at the head of its GGUF file (only its first package is
+    installed; nothing is converted)."""
+    from transformers import AutoTokenizer
+
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; offline models: {', '.join(MODELS)}")
+    model = MODELS[name]
+    folder = cache_dir() / "models" / name / "hf"
+    if (folder / "config.json").exists():
+        return AutoTokenizer.from_pretrained(str(folder))
+    ensure_installed(model.packages[:1])
+    first = package_files(model.packages[0][0], model.suffix)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "head.gguf").write_bytes(gguf_head(first))
+        return AutoTokenizer.from_pretrained(tmp, gguf_file="head.gguf")
 
 
 def resolve(model: str, log=None) -> str:
