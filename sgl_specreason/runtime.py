@@ -59,7 +59,7 @@ class DeviceDefaults:
 
 
 DEVICE_DEFAULTS = {
-    # Measured on a CPU without bf16 hardware (README, "On a CPU"): bf16 decodes faster, fp32
+    # Measured on a CPU without bf16 hardware (docs/usage.md, "On a CPU"): bf16 decodes faster, fp32
     # prefills 5-9x faster, and the base model judges by prefill.
     "cpu": DeviceDefaults(
         dtypes={"draft": "bfloat16", "base": "float32"}, max_total_tokens=16384, sets_threads=True,
