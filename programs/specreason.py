@@ -171,24 +171,18 @@ def speculated_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
     if cfg.pipeline or cfg.race_base_step:
         yield from overlapped_steps(draft, base, q, choices, cfg, tidy, stop, budget)
         return
-    texts, kept = [], 0
-    while True:
-        started = time.perf_counter()
-        limit = _room(cfg, budget, kept)
-        if len(texts) < cfg.first_n_base_steps:
-            step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
-        else:
-            # 1. the draft model writes the step (num_drafts candidates)
-            drafts = _drafts(draft, q, texts, choices, cfg, stop, limit)
-            # 2. the base model scores it (or the drafts score each other)
-            step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
-            # 3. keep it, or the base model writes the step itself
-            if step.score < cfg.threshold:
-                step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit))
-        step.wall_s = time.perf_counter() - started
-        texts.append(step.text)
-        kept += step.kept_tokens
-        yield step
+
+    def next_step(texts, kept, limit):
+        # 1. the draft model writes the step (num_drafts candidates)
+        drafts = _drafts(draft, q, texts, choices, cfg, stop, limit)
+        # 2. the base model scores it (or the drafts score each other)
+        step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
+        # 3. keep it, or the base model writes the step itself
+        if step.score < cfg.threshold:
+            step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit))
+        return step
+
+    yield from _kept_steps(base, q, choices, cfg, tidy, stop, budget, next_step)
 
 
 def overlapped_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SEPARATOR, budget=None):
@@ -196,40 +190,52 @@ def overlapped_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
     ``cfg.pipeline`` the next step's drafts, as if this step will be kept; with
     ``cfg.race_base_step`` the base model's own step, as if it will not. The guess that proves
     wrong is aborted and its calls stay in the trace as "wasted"."""
-    texts, kept = [], 0
-    step = ahead = rival = None  # ahead: the next step's drafts; rival: the base model's step
+    ahead = rival = None  # ahead: the next step's drafts; rival: the base model's own step
+    step = None  # the latest step: what aborted work is charged to
+
+    def next_step(texts, kept, limit):
+        nonlocal ahead, rival, step
+        # 1. the draft model writes the step, unless it was drafted while the last was judged
+        drafts = ahead.result() if ahead else _drafts(draft, q, texts, choices, cfg, stop, limit)
+        ahead = rival = None
+        if cfg.pipeline:  # guess: this step is kept
+            ahead = start(_drafts, draft, q, texts + [tidy(drafts[0][0])], choices, cfg, stop,
+                          _room(cfg, budget, kept + _tokens(drafts[0])))
+        if cfg.race_base_step:  # guess: it is not
+            rival = start(_reply, base, q, texts, choices, cfg, stop, limit)
+        # 2. the base model scores it
+        step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
+        # 3. keep it, or the base model writes the step itself; drop the wrong guess
+        if step.score < cfg.threshold:
+            ahead = _drop(step, ahead, DRAFT)
+            reply, rival = rival and rival.result(), None
+            step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit, reply))
+        else:
+            rival = _drop(step, rival, BASE)
+        return step
 
     try:
-        while True:
-            started = time.perf_counter()
-            limit = _room(cfg, budget, kept)
-            if len(texts) < cfg.first_n_base_steps:
-                step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
-            else:
-                # 1. the draft model writes the step, unless it was drafted while the last was judged
-                drafts = ahead.result() if ahead else _drafts(draft, q, texts, choices, cfg, stop, limit)
-                ahead = rival = None
-                if cfg.pipeline:  # guess: this step is kept
-                    ahead = start(_drafts, draft, q, texts + [tidy(drafts[0][0])], choices, cfg, stop,
-                                  _room(cfg, budget, kept + _tokens(drafts[0])))
-                if cfg.race_base_step:  # guess: it is not
-                    rival = start(_reply, base, q, texts, choices, cfg, stop, limit)
-                # 2. the base model scores it
-                step = _judged_step(base, q, texts, choices, cfg, drafts, tidy)
-                # 3. keep it, or the base model writes the step itself; drop the wrong guess
-                if step.score < cfg.threshold:
-                    ahead = _drop(step, ahead, DRAFT)
-                    reply, rival = rival and rival.result(), None
-                    step.replace_with(_own_step(base, q, texts, choices, cfg, tidy, stop, limit, reply))
-                else:
-                    rival = _drop(step, rival, BASE)
-            step.wall_s = time.perf_counter() - started
-            texts.append(step.text)
-            kept += step.kept_tokens
-            yield step
+        yield from _kept_steps(base, q, choices, cfg, tidy, stop, budget, next_step)
     finally:  # stopped (or failed) with work under way that no step will use
         _drop(step, ahead, DRAFT)
         _drop(step, rival, BASE)
+
+
+def _kept_steps(base, q, choices, cfg, tidy, stop, budget, next_step):
+    """What both loops share: the base model writes the first ``cfg.first_n_base_steps``
+    steps, ``next_step(texts, kept, limit)`` every later one; each is timed and yielded."""
+    texts, kept = [], 0
+    while True:
+        started = time.perf_counter()
+        limit = _room(cfg, budget, kept)
+        if len(texts) < cfg.first_n_base_steps:
+            step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
+        else:
+            step = next_step(texts, kept, limit)
+        step.wall_s = time.perf_counter() - started
+        texts.append(step.text)
+        kept += step.kept_tokens
+        yield step
 
 
 def _room(cfg, budget, used):

@@ -8,9 +8,10 @@ A new mode is one ``register_mode`` call and a test.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Tuple
 
 from sgl_specreason.calls import Role
+from sgl_specreason.registry import Registry
 from sgl_specreason.trace import BASE, DRAFT
 
 #: what ``Mode.build`` returns: the program, its arguments, the backend to run it on
@@ -30,21 +31,11 @@ class Mode:
 
 
 #: every mode by name, in the order help lists them
-MODES: Dict[str, Mode] = {}
-
-
-def register_mode(mode: Mode) -> Mode:
-    if mode.name in MODES:
-        raise ValueError(f"a mode named {mode.name!r} is registered already")
-    MODES[mode.name] = mode
-    return mode
-
-
-def get_mode(name: str) -> Mode:
-    try:
-        return MODES[name]
-    except KeyError:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {name!r}") from None
+MODES: Registry[Mode] = Registry("mode")
+#: add a mode (a second one of the same name is refused)
+register_mode = MODES.add
+#: the mode of a name, or an error listing the known ones
+get_mode = MODES.find
 
 
 def roles_for(mode: str) -> Tuple[str, ...]:

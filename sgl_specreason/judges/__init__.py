@@ -22,7 +22,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
+
+from sgl_specreason.registry import Registry
 
 from sgl_specreason.scoring import JudgeScore
 
@@ -64,23 +66,11 @@ class Judge:
 
 
 #: every judge by name, in the order the help and reports list them
-JUDGES: Dict[str, Judge] = {}
-
-
-def register(judge: Judge) -> Judge:
-    """Add ``judge`` to ``JUDGES`` (a second judge of the same name is refused)."""
-    if judge.name in JUDGES:
-        raise ValueError(f"a judge named {judge.name!r} is registered already")
-    JUDGES[judge.name] = judge
-    return judge
-
-
-def get_judge(name: str) -> Judge:
-    """The judge called ``name``, or an error listing the known ones."""
-    try:
-        return JUDGES[name]
-    except KeyError:
-        raise ValueError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}") from None
+JUDGES: Registry[Judge] = Registry("judge")
+#: add a judge (a second one of the same name is refused)
+register = JUDGES.add
+#: the judge of a name, or an error listing the known ones
+get_judge = JUDGES.find
 
 
 def judges_asking(*asks: str) -> List[str]:
