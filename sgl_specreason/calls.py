@@ -197,6 +197,70 @@ def start(helper: Callable, *args, **kwargs) -> Pending:
     return Pending(future, scope)
 
 
+
+class ScopedBackend:
+    """``backend`` with every request that any program sends through it registered in
+    ``scope`` too, and every request that failed kept in ``errors``.
+
+    A server runs a whole SpecReason run on two of these sharing one scope, so that
+    ``scope.cancel()`` aborts whatever the run has in flight (its client went away, the server
+    is shutting down) and refuses the rest; and so that the error a program recorded as text
+    (``recording``) can be raised again as itself. A sub-program's own scope (work begun on a
+    guess) keeps working beside it. Everything else is ``backend``'s own.
+
+    >>> ScopedBackend(object(), CancelScope()).errors
+    []
+    """
+
+    def __init__(self, backend, scope: CancelScope):
+        self.inner = backend
+        self.scope = scope
+        self.errors: List[BaseException] = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def generate(self, s, sampling_params):
+        try:
+            return self.inner.generate(_InScope(s, self.scope), sampling_params)
+        except Exception as e:
+            self.errors.append(e)
+            raise
+
+
+class _InScope:
+    """A program's state as a backend reads it, with ``scope`` as its ``cancel`` argument
+    (beside the program's own scope, if it has one)."""
+
+    def __init__(self, state, scope: CancelScope):
+        self._state = state
+        arguments = getattr(state, "arguments", None)
+        arguments = arguments if isinstance(arguments, dict) else {}
+        own = arguments.get("cancel")
+        self.arguments = {**arguments, "cancel": scope if own is None else _BothScopes(scope, own)}
+
+    def __getattr__(self, name):
+        return getattr(self._state, name)
+
+
+class _BothScopes:
+    """A request registered in two scopes: either one's ``cancel`` aborts it."""
+
+    def __init__(self, outer: CancelScope, inner: CancelScope):
+        self.outer, self.inner = outer, inner
+
+    def enter(self, rid: str, backend) -> None:
+        self.outer.enter(rid, backend)
+        try:
+            self.inner.enter(rid, backend)
+        except BaseException:
+            self.outer.leave(rid)
+            raise
+
+    def leave(self, rid: str) -> None:
+        self.inner.leave(rid)
+        self.outer.leave(rid)
+
 class recording:
     """Times a problem, fills in its answer, and turns an error into the problem's error field,
     so one failing problem never takes a batch down with it; then hands the result to the

@@ -4,6 +4,7 @@
     sgl-specreason solve "What is 17 * 23?"  # one question
     sgl-specreason batch --input problems.jsonl --base-url http://gpu1:30000 --draft-url ... (resumable)
     sgl-specreason models                    # the offline models, prepared on first use
+    sgl-specreason serve --base-url ... --draft-url ...  # an OpenAI-compatible endpoint (/v1)
     sgl-specreason eval --dataset gsm8k ...  # SpecReason against its baselines (python -m eval)
     sgl-specreason judge-bench ...           # how well each judge tells good steps from bad ones
 """
@@ -24,6 +25,7 @@ from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_fro
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
 from sgl_specreason.modes import MODES, roles_for
 from sgl_specreason.runner import Monitor, dry_run, open_runtimes, print_summary, run_problems, summary
+from sgl_specreason.serve import add_serve_flags, serve
 from sgl_specreason.store import ResultStore
 
 #: entry-point group of the commands other packages add (``eval``, ``judge-bench``): each names a
@@ -70,6 +72,13 @@ def build_parser(plugins: Optional[Dict[str, EntryPoint]] = None) -> argparse.Ar
     _add_run_flags(run, "results/run.jsonl")
     mdl = sub.add_parser("models", help="list the offline models; --prepare NAME installs and converts one")
     mdl.add_argument("--prepare", action="append", default=[], metavar="NAME")
+    # "resolve": the server's --api-key (its clients') replaces the runtimes' (--runtime-api-key)
+    srv = sub.add_parser("serve", conflict_handler="resolve",
+                         help="serve SpecReason as an OpenAI-compatible endpoint (/v1/chat/completions, "
+                              "/v1/completions)")
+    add_config_flags(srv)
+    add_runtime_flags(srv)
+    add_serve_flags(srv)
     for name, ep in (plugins or {}).items():
         sub.add_parser(name, add_help=False, help=f"see sgl-specreason {name} --help ({ep.value})")
     return parser
@@ -154,8 +163,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv[:1] and argv[0] in plugins:
         return plugins[argv[0]].load()(argv[1:])
     args = build_parser(plugins).parse_args(argv)
-    return guarded(lambda: _models(args) if args.command == "models" else _run(args),
-                   "interrupted; local runtimes stopped")
+    commands = {"models": _models, "serve": serve}
+    return guarded(lambda: commands.get(args.command, _run)(args), "interrupted; local runtimes stopped")
 
 
 if __name__ == "__main__":
