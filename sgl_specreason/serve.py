@@ -495,7 +495,7 @@ async def outputs(run: Run) -> AsyncIterator[Union[str, Finished]]:
             steps.append(item)
             joined += piece
             out = scan.feed(piece)
-            if out:
+            if out or not scan.stops:  # one piece per kept step, even an empty first one
                 yield out
             if scan.stopped:
                 run.cancel()  # the text is over: the rest of the run is not wanted
@@ -711,17 +711,19 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         run = await service.start(job)
         out = outputs(run)
         shape = _ChatShape(job, settings.model_name, created) if chat else _CompletionShape(job, settings.model_name, created)
-        if not stream:
+        try:
             async with _watching(request, run):
-                items = [item async for item in out]
-            return shape.whole("".join(i for i in items if isinstance(i, str)), items[-1])
-        # The first piece is awaited here, so that a run that fails at once gets its status code.
-        async with _watching(request, run):
-            try:
+                if not stream:
+                    items = [item async for item in out]
+                    return shape.whole("".join(i for i in items if isinstance(i, str)), items[-1])
+                # awaited here, so that a run that fails before its first step gets its status code
                 first = await out.__anext__()
-            except BaseException:
-                run.cancel()
-                raise
+        except asyncio.CancelledError:  # shutting down, and the grace period is over
+            run.cancel()
+            return ApiError(503, "the server is shutting down: the run was aborted", code="shutting_down").response()
+        except BaseException:
+            run.cancel()
+            raise
 
         async def events():
             try:

@@ -4,8 +4,12 @@ through the official ``openai`` client, raw HTTP, and a real uvicorn server for 
 and shutdown. The same against real SGLang servers: ``test_serve_on_runtimes``."""
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -22,6 +26,7 @@ from sgl_specreason.errors import (
     RuntimeTimeoutError,
     RuntimeUnavailableError,
 )
+from sgl_specreason.runtime import free_port
 from sgl_specreason.serve import ServeSettings, StopScan, check_listen, create_app
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 
@@ -395,3 +400,36 @@ def test_shutdown_aborts_the_runs_still_in_flight_after_the_grace_period():
         asking.join(10)
     assert time.monotonic() - began < 8
     assert not app.state.service.runs and app.state.service.closing
+
+
+def test_sigterm_stops_taking_requests_aborts_what_is_in_flight_and_stops_the_runtimes(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "serve_on_fakes.py"), str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parent)
+    try:
+        def up():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                return httpx.get(url + "/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, timeout=50)
+        reply = {}
+        asking = threading.Thread(target=lambda: reply.update(r=httpx.post(url + "/v1/chat/completions",
+                                                                           json=CHAT, timeout=30)))
+        asking.start()
+        wait_until(lambda: httpx.get(url + "/health").json()["in_flight"] == 1)
+        proc.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        proc.wait(timeout=20)
+        asking.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and time.monotonic() - began < 10  # the grace period is 1 s
+    assert reply["r"].status_code == 503 and reply["r"].json()["error"]["code"] == "shutting_down"
+    assert "draft finishes: ['stop', 'abort']" in log.read_text()
