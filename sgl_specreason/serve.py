@@ -676,12 +676,15 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
 
     @app.get("/health")
     async def health():
-        checks = {}
-        for name, role in (roles or {}).items():
-            for replica in role.replicas or (role,):
-                check = getattr(replica.backend, "health", None)
-                url = getattr(replica.backend, "base_url", name)
-                checks[f"{name} {url}"] = True if check is None else await asyncio.to_thread(check, 5.0)
+        async def healthy(backend) -> bool:
+            check = getattr(backend, "health", None)
+            return True if check is None else await asyncio.to_thread(check, 5.0)
+
+        replicas = [(name, replica.backend) for name, role in (roles or {}).items()
+                    for replica in role.replicas or (role,)]
+        answers = await asyncio.gather(*(healthy(backend) for _, backend in replicas))
+        checks = {f"{name} {getattr(backend, 'base_url', '')}".strip(): answer
+                  for (name, backend), answer in zip(replicas, answers)}
         ok = all(checks.values())
         body = {"status": "ok" if ok else "unavailable", "runtimes": checks,
                 "in_flight": len(service.runs), "queued": service.queued}

@@ -131,7 +131,7 @@ def test_a_runtime_down_is_503_and_one_that_times_out_is_504(roles):
     with live_app(app) as (url, _):
         with pytest.raises(openai.APIStatusError) as down:
             client(url).chat.completions.create(model="m", messages=MESSAGES)
-        assert httpx.get(url + "/health").status_code == 503
+        assert httpx.get(url + "/health", timeout=30).status_code == 503
     assert timed_out.value.status_code == 504 and "within 2 s" in timed_out.value.message
     assert down.value.status_code == 503 and "cannot reach the draft runtime" in down.value.message
 
@@ -190,7 +190,7 @@ def test_sigterm_during_requests_leaves_no_runtime_behind(smol_path, tmp_path):
         def ready():
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             try:
-                return httpx.get(url + "/health", timeout=5).status_code == 200
+                return httpx.get(url + "/health", timeout=30).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -209,7 +209,7 @@ def test_sigterm_during_requests_leaves_no_runtime_behind(smol_path, tmp_path):
         asking = [threading.Thread(target=ask) for _ in range(2)]
         for thread in asking:
             thread.start()
-        wait_until(lambda: httpx.get(url + "/health", timeout=5).json()["in_flight"] == 2, 60, "two runs")
+        wait_until(lambda: httpx.get(url + "/health", timeout=30).json()["in_flight"] == 2, 60, "two runs")
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         proc.wait(timeout=120)
