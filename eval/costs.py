@@ -2,7 +2,7 @@
 (prefill after the radix cache) and one per generated token (decode).
 
 The report prices every call of every record with such costs: the run's own measured ones give
-its analytic latency; a costs file's (another machine's published figures) give a projection of
+its analytic latency; a costs file's (another machine's, published or measured) give a projection of
 the same calls on that machine -- a simulation, not a measurement. A costs file is JSON::
 
     {"name": "H100 pair ...",
