@@ -28,7 +28,17 @@ from sgl_specreason.flags import (  # noqa: E402
     positive_int,
     runtime_options,
 )
-from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop, plot, solve_one  # noqa: E402
+from sgl_specreason.loadtest import (  # noqa: E402
+    ClientMeter,
+    Level,
+    closed_loop,
+    count_connections,
+    level_line,
+    markdown,
+    open_loop,
+    plot,
+    solve_one,
+)
 from sgl_specreason.problems import read_jsonl  # noqa: E402
 from sgl_specreason.modes import MODES, roles_for  # noqa: E402
 from sgl_specreason.runner import dry_run, flush_caches, open_runtimes  # noqa: E402
@@ -78,6 +88,7 @@ def run(args) -> int:
     if args.dry_run:
         return dry_run(runtime_options(args, clients_at_most(args)), cfg, roles_needed)
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    count_connections()
     lines = []
     with open_runtimes(runtime_options(args, clients_at_most(args)), cfg, roles_needed) as roles, \
             ResultStore(args.out_dir / "load_test.jsonl").append(start_over=True) as writer:
@@ -89,18 +100,22 @@ def run(args) -> int:
                     return solve_one(problem, mode, cfg, roles)
 
                 started = time.perf_counter()
-                if level.kind == "closed":
-                    results = closed_loop(problems, int(level.value), args.num_problems, args.max_seconds, solve)
-                else:
-                    results = open_loop(problems, level.value, args.num_problems, args.max_seconds, solve,
-                                        seed=args.arrival_seed)
-                line = level_line(level, mode, results, time.perf_counter() - started, "load_test")
+                with ClientMeter() as meter:
+                    if level.kind == "closed":
+                        results = closed_loop(problems, int(level.value), args.num_problems, args.max_seconds,
+                                              solve)
+                    else:
+                        results = open_loop(problems, level.value, args.num_problems, args.max_seconds, solve,
+                                            seed=args.arrival_seed)
+                line = level_line(level, mode, results, time.perf_counter() - started, "load_test", meter)
                 writer.write(line)
                 lines.append(line)
                 o = line["other"]
                 print(f"{level.label}, {mode}: {line['num_requests']} problems in {line['latency']:.1f} s, "
                       f"{o['problems_per_s']:.3f} problems/s, p50 {o['problem_latency_s']['p50'] or 0:.1f} s, "
-                      f"{o['errors']} errors", flush=True)
+                      f"{o['errors']} errors; client {o['client_overhead_ms_per_step']['p50'] or 0:.2f} ms/step "
+                      f"p50, {o['client_cpu_ms_per_step'] or 0:.2f} CPU ms/step, "
+                      f"{o['client_connections_per_problem'] or 0:.1f} connections/problem", flush=True)
     table = markdown(lines)
     (args.out_dir / "load_test.md").write_text("# Load test\n\n" + table + "\n", encoding="utf-8")
     plot(lines, args.out_dir / "load_test.png")

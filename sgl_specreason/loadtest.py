@@ -5,15 +5,20 @@ given. Open loop: problems arrive as a seeded Poisson process at a given rate, w
 running. Each level is bounded by a number of problems and by a time limit, and runs every mode
 on the same problems, one mode after the other. Per level and mode: problems/s, output tokens/s,
 latency percentiles per problem and per step, acceptance, judge calls/s, cache hits per runtime
-(from ``meta_info``), errors, and the client's own time per step (step wall time minus the
-server time of its calls, as the runtimes report it).
+(from ``meta_info``), errors, and what the client itself costs: its own time per step (step wall
+time minus the server time of its calls, as the runtimes report it; p50 and p99), its CPU time
+per step (all of the process's threads), the TCP connections it opened per problem (every
+``connect`` of the process counted, whatever HTTP client makes it: ``count_connections``), and
+its peak memory.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 import resource
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +109,64 @@ def open_loop(problems: Sequence[Problem], rate: float, max_problems: int, max_s
     return [wait_result(f) for f in futures]
 
 
+_connects: "collections.Counter[str]" = collections.Counter()
+_connects_lock = threading.Lock()
+_plain_connect = None
+
+
+def count_connections() -> None:
+    """From now on, count every TCP connection this process opens, by peer (``host:port``).
+
+    ``socket.socket.connect`` is wrapped, so the count holds for any HTTP client in the process
+    (urllib, requests, httpx): each opens its connections through it. Calling it again does
+    nothing."""
+    global _plain_connect
+    with _connects_lock:
+        if _plain_connect is not None:
+            return
+        _plain_connect = plain = socket.socket.connect
+
+    def connect(sock, address):
+        plain(sock, address)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            with _connects_lock:
+                _connects[f"{address[0]}:{address[1]}"] += 1
+
+    socket.socket.connect = connect
+
+
+def connections_opened() -> Dict[str, int]:
+    """TCP connections opened so far, by peer, since ``count_connections`` (empty before)."""
+    with _connects_lock:
+        return dict(_connects)
+
+
+class ClientMeter:
+    """What the load-test process spends over a ``with`` block: CPU seconds (every thread,
+    user and system) and the TCP connections it opened, by peer.
+
+    >>> with ClientMeter() as meter:
+    ...     _ = sum(range(1000))
+    >>> meter.cpu_s >= 0 and meter.connections == {}
+    True
+    """
+
+    def __init__(self):
+        self.cpu_s = 0.0
+        self.connections: Dict[str, int] = {}
+
+    def __enter__(self) -> "ClientMeter":
+        self._cpu = time.process_time()
+        self._connections = connections_opened()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu_s = time.process_time() - self._cpu
+        now = connections_opened()
+        self.connections = {peer: n - self._connections.get(peer, 0) for peer, n in now.items()
+                            if n - self._connections.get(peer, 0)}
+
+
 def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
     if not len(values):
         return {"p50": None, "p90": None, "p99": None}
@@ -120,11 +183,13 @@ def client_overheads(results: Sequence[ProblemResult]) -> List[float]:
 
 
 def level_line(level: Level, mode: str, results: Sequence[ProblemResult], duration: float,
-               task: str) -> dict:
-    """One JSON line in SGLang's benchmark style: the run summary plus the load figures."""
+               task: str, meter: Optional[ClientMeter] = None) -> dict:
+    """One JSON line in SGLang's benchmark style: the run summary plus the load figures; with
+    ``meter`` (the level measured by a ``ClientMeter``), the client's CPU time and connections."""
     line = summary(results, mode, task, duration)
     o = line["other"]
     ok = [r for r in results if not r.error]
+    steps = sum(len(r.steps) for r in results)
 
     def per_s(count):
         return count / duration if duration > 0 else None
@@ -142,6 +207,15 @@ def level_line(level: Level, mode: str, results: Sequence[ProblemResult], durati
         "client_overhead_ms_per_step": _percentiles([1000 * x for x in client_overheads(ok)]),
         "client_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
+    if meter is not None:
+        opened = sum(meter.connections.values())
+        o.update({
+            "client_cpu_s": meter.cpu_s,
+            "client_cpu_ms_per_step": 1000 * meter.cpu_s / steps if steps else None,
+            "client_connections": opened,
+            "client_connections_per_problem": opened / len(results) if results else None,
+            "client_connections_by_peer": meter.connections,
+        })
     return line
 
 
@@ -153,8 +227,9 @@ def markdown(lines: Sequence[dict]) -> str:
         return "-" if x is None else f"{100 * x:.0f}%"
 
     out = ["| level | mode | problems | errors | problems/s | output tok/s | latency p50 / p90 / p99 s "
-           "| step p50 s | acceptance | judge calls/s | cache draft / base | client ms/step p50 |",
-           "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+           "| step p50 s | acceptance | judge calls/s | cache draft / base | client ms/step p50 / p99 "
+           "| client CPU ms/step | TCP connections/problem | client peak MB |",
+           "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for line in lines:
         o = line["other"]
         level = f"c={o['concurrency']:g}" if o["loop"] == "closed" else f"{o['request_rate']:g}/s"
@@ -166,7 +241,11 @@ def markdown(lines: Sequence[dict]) -> str:
             f"{f(o['step_latency_s']['p50'])} | "
             f"{pct(o['acceptance_rate'])} | {f(o['judge_calls_per_s'])} | "
             f"{pct(cache[DRAFT])} / {pct(cache[BASE])} | "
-            f"{f(o['client_overhead_ms_per_step']['p50'], '.2f')} |")
+            f"{f(o['client_overhead_ms_per_step']['p50'], '.2f')} / "
+            f"{f(o['client_overhead_ms_per_step']['p99'], '.2f')} | "
+            f"{f(o.get('client_cpu_ms_per_step'), '.2f')} | "
+            f"{f(o.get('client_connections_per_problem'), '.2f')} | "
+            f"{f(o.get('client_max_rss_mb'), '.0f')} |")
     return "\n".join(out)
 
 

@@ -207,6 +207,7 @@ def test_load_test_runs_both_modes_at_each_level_and_writes_its_report(roles, tm
         assert o["problem_latency_s"]["p50"] <= o["problem_latency_s"]["p99"]
         assert 0 < o["client_overhead_ms_per_step"]["p50"] < 1000 * o["step_latency_s"]["p50"]
         assert (o["judge_calls_per_s"] > 0) == (x["backend"] == "specreason")
+        assert o["client_cpu_ms_per_step"] > 0 and o["client_connections_per_problem"] >= 0
     assert (tmp_path / "lt" / "load_test.png").stat().st_size > 0
     assert "| c=2 | specreason | 3 | 0 |" in (tmp_path / "lt" / "load_test.md").read_text()
 

@@ -77,3 +77,45 @@ def test_level_line_figures():
     assert o["client_overhead_ms_per_step"]["p50"] == pytest.approx(10.0)  # 50 ms wall - 40 ms served
     assert o["problem_latency_s"]["p99"] == pytest.approx(0.05)
     assert "| c=2 | specreason | 5 | 1 | 2.000 |" in markdown([line])
+
+
+def test_the_client_meter_counts_cpu_and_every_tcp_connection_by_peer():
+    import socket
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sgl_specreason.loadtest import ClientMeter, count_connections
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    peer = f"127.0.0.1:{server.server_address[1]}"
+    count_connections()
+    count_connections()  # a second call changes nothing
+    try:
+        with ClientMeter() as meter:
+            for _ in range(3):  # urllib: a new connection per request
+                urllib.request.urlopen(f"http://{peer}/", timeout=10).read()
+            socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10).close()
+            sum(i * i for i in range(200_000))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert meter.connections == {peer: 4}
+    assert meter.cpu_s > 0
+    results = [Recorder()(PROBLEMS[0]), Recorder()(PROBLEMS[1])]
+    o = level_line(Level("closed", 1), "base", results, 1.0, "load_test", meter)["other"]
+    assert o["client_connections"] == 4 and o["client_connections_per_problem"] == 2.0
+    assert o["client_connections_by_peer"] == {peer: 4}
+    assert o["client_cpu_ms_per_step"] == pytest.approx(1000 * meter.cpu_s / 2)
+    row = markdown([level_line(Level("closed", 1), "base", results, 1.0, "load_test", meter)])
+    assert "| 10.00 / 10.00 |" in row and "| 2.00 |" in row
