@@ -66,8 +66,9 @@ class SpecReasonConfig:
     seed: Optional[int] = None
     #: seconds one runtime request may take before it is abandoned with an error.
     request_timeout: float = 600.0
-    #: times a request is sent again after a refused or dropped connection or an HTTP 5xx
-    #: (backoff 0.5 s, 1 s, 2 s, ...); timeouts and rejected requests are not retried.
+    #: times a refused connection is tried again (the request never reached the runtime), and
+    #: times a request is sent again after a dropped connection or an HTTP 5xx, with a fresh
+    #: request id (backoff 0.5 s, 1 s, 2 s, ...); timeouts and rejected requests are not retried.
     request_retries: int = 2
 
     def __post_init__(self):

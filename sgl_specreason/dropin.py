@@ -27,6 +27,11 @@ on the base runtime). ``route(sampling_params)`` tells which way a call goes and
 
 The draft model reads the same text as the base model, framed by the base model's chat
 template: pick a draft that shares it (the Qwen2.5 family, R1 distills of one base family).
+
+Runtimes given as URLs are reached through ``Endpoint``: pooled keep-alive connections and a
+deadline on every request, streamed ones included (a ``gen(..., stream=True)`` that goes to the
+base runtime streams through ``Endpoint.generate_stream``, chunk by chunk within
+``request_timeout``). A backend object given instead is used as it is.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Optional, Union
 from sglang.lang.backend.base_backend import BaseBackend
 
 from sgl_specreason.backend import Endpoint
-from sgl_specreason.calls import Role, call
+from sgl_specreason.calls import POLL_S, Role, call
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import QUESTION, get_judge
@@ -85,7 +90,8 @@ class SpecReasonBackend(BaseBackend):
 
     def __init__(self, base: Union[str, BaseBackend], draft: Union[str, BaseBackend],
                  cfg: Optional[SpecReasonConfig] = None, min_tokens: int = 256,
-                 base_template: Optional[str] = None, api_key: Optional[str] = None):
+                 base_template: Optional[str] = None, api_key: Optional[str] = None,
+                 connections: int = 64):
         super().__init__()
         self.cfg = cfg or SpecReasonConfig()
         if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 1:
@@ -94,7 +100,7 @@ class SpecReasonBackend(BaseBackend):
         self.base, self.draft = (
             b if isinstance(b, BaseBackend) else
             Endpoint(b, role=role, timeout=self.cfg.request_timeout, api_key=api_key,
-                     retries=self.cfg.request_retries)
+                     retries=self.cfg.request_retries, connections=connections)
             for b, role in ((base, BASE), (draft, DRAFT)))
         self.chat_template = self.base.get_chat_template()
         self.is_chat_model = False
@@ -136,7 +142,10 @@ class SpecReasonBackend(BaseBackend):
         threading.Thread(target=work, name="specreason-stream", daemon=True).start()
         first = True
         while True:
-            kind, item = chunks.get()
+            try:  # short waits: a wait without a timeout holds signals off (calls.POLL_S)
+                kind, item = chunks.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
             if kind == "error":
                 raise item
             if kind == "done":

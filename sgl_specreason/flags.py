@@ -37,7 +37,8 @@ CONFIG_HELP = {
     "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
     "seed": "sampling seed of the local runtimes",
     "request_timeout": "seconds a runtime request may take",
-    "request_retries": "times a refused, dropped or 5xx request is sent again (with backoff)",
+    "request_retries": "times a refused connection is tried again, and times a dropped or 5xx "
+                       "request is sent again (with backoff; a fresh request id each time)",
 }
 
 
@@ -121,6 +122,16 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                             "start nothing (model names are printed as given, not prepared)")
     group.add_argument("--log-dir", type=Path, default=d.log_dir, help="server logs go here")
     group.add_argument("--api-key", help="API key of the given servers")
+    group.add_argument("--connections", type=positive_int,
+                       help=f"keep-alive HTTP connections to each runtime at most (default: "
+                            f"{d.connections}, or {CONNECTIONS_PER_PROBLEM} per problem in flight "
+                            "when that is more)")
+    for role in (DRAFT, BASE):
+        group.add_argument(f"--{role}-tokenizer", metavar="FOLDER",
+                           help=f"local tokenizer folder of the {role} model: token counts are "
+                                "computed here instead of asking the runtime's /tokenize (checked "
+                                "against it once); 'runtime' always asks it (default: the "
+                                "runtime's own tokenizer folder, when it is a folder here)")
 
 
 # The judge for the default local CPU pair, chosen by measurement: on 120 GSM8K step pairs
@@ -150,6 +161,11 @@ def config_from_args(args) -> SpecReasonConfig:
     return SpecReasonConfig(**given)
 
 
+#: requests one problem can have in flight to one runtime, besides its drafts' forks: a
+#: pipelined draft or a raced base step beside the judgement, and an abort
+CONNECTIONS_PER_PROBLEM = 3
+
+
 def runtime_options(args, parallel: int = 1) -> RuntimeOptions:
     """The runtimes the flags of ``add_runtime_flags`` name; ``parallel``: problems in flight at
     once, which sets the default threads per local CPU server."""
@@ -158,13 +174,18 @@ def runtime_options(args, parallel: int = 1) -> RuntimeOptions:
     # threads each only 1.8 / 1.5.
     both_busy = parallel > 1 or getattr(args, "pipeline", None) or getattr(args, "race_base_step", None)
     threads = args.threads or (1 if both_busy else 2)
+    per_problem = CONNECTIONS_PER_PROBLEM + (getattr(args, "num_drafts", None) or 1) - 1
+    connections = getattr(args, "connections", None) or max(RuntimeOptions.connections,
+                                                            parallel * per_problem)
     return RuntimeOptions(
         draft_url=args.draft_url, base_url=args.base_url, draft_model=args.draft_model,
         base_model=args.base_model, draft_template=args.draft_template,
         base_template=args.base_template, draft_dtype=args.draft_dtype, base_dtype=args.base_dtype,
         device=args.device, threads=threads, max_total_tokens=args.max_total_tokens,
         draft_port=args.draft_port, base_port=args.base_port, log_dir=args.log_dir,
-        api_key=args.api_key,
+        api_key=args.api_key, connections=connections,
+        draft_tokenizer=getattr(args, "draft_tokenizer", None),
+        base_tokenizer=getattr(args, "base_tokenizer", None),
     )
 
 

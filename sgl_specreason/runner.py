@@ -19,6 +19,7 @@ from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
+from sgl_specreason.judges import STEP, get_judge
 from sgl_specreason.modes import program_call
 from sgl_specreason.problems import BadInput, Problem
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
@@ -61,6 +62,12 @@ class RuntimeOptions:
     #: CUDA_VISIBLE_DEVICES per local server ("0", "1,2"); None leaves it as it is
     draft_gpus: Optional[str] = None
     base_gpus: Optional[str] = None
+    #: keep-alive HTTP connections to each runtime at most (``Endpoint``'s pool)
+    connections: int = 64
+    #: where each role's token counts come from: None, the runtime's tokenizer folder when it
+    #: is one here; a folder; or "runtime" (its ``/tokenize``)
+    draft_tokenizer: Optional[str] = None
+    base_tokenizer: Optional[str] = None
 
 
 @contextmanager
@@ -88,7 +95,13 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             replicas = []
             for url in urls:
                 backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
-                                   retries=cfg.request_retries)
+                                   retries=cfg.request_retries, connections=opts.connections,
+                                   tokenizer=getattr(opts, f"{role}_tokenizer"))
+                if role == BASE and get_judge(cfg.score_method).asks == STEP:
+                    backend.prepare_tokenizer()  # loaded and checked before any clock starts
+                    if backend.tokenizer_note:
+                        log(f"{role} runtime at {url}: the judge's token counts come from its "
+                            f"/tokenize, since {backend.tokenizer_note}")
                 template = template_for_model(backend.model_path, getattr(opts, f"{role}_template"))
                 replicas.append(Role(role, backend, template))
             models_served = {r.backend.model_path for r in replicas}

@@ -2,7 +2,8 @@
 
 ``fault(path, body)`` decides per request: None passes it on; "503" answers HTTP 503; "drop"
 closes the connection without an answer; ("hang", seconds) waits that long, then passes it on;
-("reply", bytes) answers 200 with those bytes instead of the server.
+("reply", bytes) answers 200 with those bytes instead of the server. Leaving the ``with`` block
+closes the clients' keep-alive connections too: a stopped proxy answers nothing more.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class FaultProxy:
         self.fault = fault
         self.seen: List[tuple] = []  # (path, what was done)
         self.bodies: List[bytes] = []  # of the POST requests, in order
+        self._open = set()  # the clients' connections
+        self._open_lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -29,6 +32,19 @@ class FaultProxy:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with proxy._open_lock:
+                    proxy._open.add(self.connection)
+
+            def finish(self):
+                with proxy._open_lock:
+                    proxy._open.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _forward(self, body: Optional[bytes]):
                 what = proxy.fault(self.path, body or b"")
@@ -90,3 +106,10 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+        with self._open_lock:
+            open_ = list(self._open)
+        for sock in open_:  # a keep-alive connection would otherwise still be served
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
