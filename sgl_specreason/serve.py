@@ -10,8 +10,9 @@
 Routes: ``POST /v1/chat/completions`` (a conversation, solved by the ``specreason`` program;
 ``sgl_specreason.chat`` says how the messages become its prompt), ``POST /v1/completions`` (a
 prompt continued step by step by the ``continuation`` program, as the drop-in backend serves
-a long ``gen``), ``GET /v1/models`` and ``GET /health``. Each request is one SpecReason run on
-a worker thread; at most ``max_in_flight`` run at once, up to ``max_queue`` more wait, and
+a long ``gen``), ``GET /v1/models``, ``GET /health`` and ``GET /stats`` (requests answered and
+failed, and the server's own time per request: ``Stats``). Each request is one SpecReason run
+on a worker thread; at most ``max_in_flight`` run at once, up to ``max_queue`` more wait, and
 the next one gets 429.
 
 What a response carries besides OpenAI's fields:
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import hmac
 import ipaddress
 import itertools
@@ -82,6 +84,9 @@ log = logging.getLogger("sgl_specreason.serve")
 
 #: seconds between two looks at whether a waiting client is still there
 DISCONNECT_POLL_S = 0.25
+
+#: the routes that start a SpecReason run (what ``Stats`` counts)
+RUN_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 # -- settings, jobs, the solver ------------------------------------------------------------------
@@ -408,10 +413,12 @@ class Run:
     """One job run by the solver on a worker thread; its kept steps, then its result (or
     error), arrive on ``events`` in the event loop."""
 
-    def __init__(self, job: Job, solver: Solver, executor: ThreadPoolExecutor):
+    def __init__(self, job: Job, solver: Solver, executor: ThreadPoolExecutor, queue_s: float = 0.0):
         self.job = job
         self.scope = CancelScope()
         self.events: asyncio.Queue = asyncio.Queue()
+        self.queue_s = queue_s  # seconds the request waited for a run slot
+        self.run_s: Optional[float] = None  # seconds the solver took, once it is done
         self._loop = asyncio.get_running_loop()
         self.future = self._loop.run_in_executor(executor, self._work, solver)
 
@@ -422,11 +429,14 @@ class Run:
             pass  # the event loop is closed: nobody is waiting for this run any more
 
     def _work(self, solver: Solver) -> None:
+        started = time.perf_counter()
         try:
             result = solver(self.job, lambda step: self._put(("step", step)), self.scope)
         except Exception as e:  # handed to the request, which answers with it
+            self.run_s = time.perf_counter() - started
             self._put(("error", e))
             return
+        self.run_s = time.perf_counter() - started
         self._put(("done", result))
 
     def cancel(self) -> None:
@@ -575,6 +585,7 @@ class Service:
         self.queued = 0
         self.runs: set = set()
         self.closing = False
+        self.stats = Stats()
 
     async def start(self, job: Job) -> Run:
         """Start ``job`` when a slot is free (waiting in the queue until then); 429 when the
@@ -586,6 +597,7 @@ class Service:
                                 f"(--max-in-flight {self.settings.max_in_flight}, --max-queue "
                                 f"{self.settings.max_queue}); try again later", code="queue_full")
         self.queued += 1
+        waiting = time.perf_counter()
         try:
             await self.slots.acquire()
         finally:
@@ -593,7 +605,7 @@ class Service:
         if self.closing:
             self.slots.release()
             raise ApiError(503, "the server is shutting down", code="shutting_down")
-        run = Run(job, self.solver, self.executor)
+        run = Run(job, self.solver, self.executor, queue_s=time.perf_counter() - waiting)
         self.runs.add(run)
 
         def finished(_future):
@@ -612,6 +624,111 @@ class Service:
         if runs:
             await asyncio.wait([run.future for run in runs], timeout=self.settings.abort_wait_s)
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Stats:
+    """What ``GET /stats`` tells: the requests to the run routes (``RUN_PATHS``) answered, those
+    that failed (an error status, or an error sent inside a stream that had begun), and per
+    request that ran, the server's own time: from the request's arrival to the last byte of its
+    response, less the wait for a run slot and the run itself (the solver's time on its worker
+    thread). That is parsing, checking, handing the run to its thread and its steps back,
+    and writing the response. The last ``keep`` values are kept, so memory stays bounded.
+
+    >>> stats = Stats(keep=2)
+    >>> for ms in (1.0, 2.0, 4.0):
+    ...     stats.take(status=200, overhead_s=ms / 1000, queue_s=0.0)
+    >>> body = stats.body(recent=2)
+    >>> body["requests"], body["overhead_ms"]["count"], body["overhead_ms"]["recent"]
+    ({'answered': 3, 'failed': 0, 'stream_errors': 0}, 3, [2.0, 4.0])
+    """
+
+    def __init__(self, keep: int = 1024):
+        self.answered = 0
+        self.failed = 0
+        self.stream_errors = 0
+        self.overhead_count = 0
+        self.overhead_sum_ms = 0.0
+        self.overhead_max_ms = 0.0
+        self.queue_sum_ms = 0.0
+        self.recent: "collections.deque[float]" = collections.deque(maxlen=keep)
+        self.lock = threading.Lock()
+
+    def take(self, status: Optional[int], overhead_s: Optional[float], queue_s: float = 0.0,
+             stream_error: bool = False) -> None:
+        """One answered request: its status (None: the client left before it), the server's own
+        time (None: no run, or one that had not ended when the response did)."""
+        with self.lock:
+            self.answered += 1
+            if status is None or status >= 400 or stream_error:
+                self.failed += 1
+            self.stream_errors += bool(stream_error)
+            if overhead_s is not None:
+                ms = 1000 * overhead_s
+                self.overhead_count += 1
+                self.overhead_sum_ms += ms
+                self.overhead_max_ms = max(self.overhead_max_ms, ms)
+                self.queue_sum_ms += 1000 * queue_s
+                self.recent.append(round(ms, 4))
+
+    def body(self, recent: int = 0) -> dict:
+        """The JSON of ``GET /stats``; ``recent``: how many of the last overheads to list."""
+        with self.lock:
+            count = self.overhead_count
+            out = {"requests": {"answered": self.answered, "failed": self.failed,
+                                "stream_errors": self.stream_errors},
+                   "overhead_ms": {"count": count, "mean": self.overhead_sum_ms / count if count else None,
+                                   "max": self.overhead_max_ms if count else None,
+                                   "sum": self.overhead_sum_ms, "keep": self.recent.maxlen},
+                   "queue_wait_ms": {"sum": self.queue_sum_ms,
+                                     "mean": self.queue_sum_ms / count if count else None}}
+            if recent > 0:
+                out["overhead_ms"]["recent"] = list(self.recent)[-recent:]
+        return out
+
+
+class _RequestTiming:
+    """One request's figures, filled as it goes (the handler adds its run)."""
+
+    def __init__(self):
+        self.arrived = time.perf_counter()
+        self.status: Optional[int] = None
+        self.run: Optional[Run] = None
+        self.stream_error = False
+
+
+#: the ASGI scope key under which a request's ``_RequestTiming`` travels to its handler
+TIMING_KEY = "sgl_specreason.timing"
+
+
+class _Timing:
+    """ASGI middleware: times each request to a run route from its arrival to the last byte of
+    its response, and hands the figures to ``stats``."""
+
+    def __init__(self, app, stats: Stats):
+        self.app, self.stats = app, stats
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") not in RUN_PATHS:
+            return await self.app(scope, receive, send)
+        timing = scope[TIMING_KEY] = _RequestTiming()
+        ended: List[float] = []
+
+        async def timed(message):
+            if message["type"] == "http.response.start":
+                timing.status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                ended.append(time.perf_counter())
+
+        try:
+            await self.app(scope, receive, timed)
+        finally:
+            run = timing.run
+            overhead = None
+            if ended and run is not None and run.run_s is not None:
+                overhead = max(0.0, ended[0] - timing.arrived - run.queue_s - run.run_s)
+            self.stats.take(timing.status if ended else None, overhead,
+                            run.queue_s if run is not None else 0.0, timing.stream_error)
 
 
 @asynccontextmanager
@@ -652,6 +769,7 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
                   openapi_url=None)
     app.state.service = service
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(_Timing, stats=service.stats)  # outermost: it sees every response
 
     @app.exception_handler(ApiError)
     async def on_api_error(_request, e: ApiError):
@@ -690,6 +808,13 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
                 "in_flight": len(service.runs), "queued": service.queued}
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @app.get("/stats")
+    async def stats(request: Request, recent: int = 0):
+        check_key(request)
+        body = service.stats.body(max(0, recent))
+        body.update({"in_flight": len(service.runs), "queued": service.queued})
+        return body
+
     @app.get("/v1/models")
     async def models(request: Request):
         check_key(request)
@@ -712,6 +837,9 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
     async def _respond(job: Job, stream: Optional[bool], request: Request, chat: bool):
         created = int(time.time())
         run = await service.start(job)
+        timing = request.scope.get(TIMING_KEY)
+        if timing is not None:
+            timing.run = run
         out = outputs(run)
         shape = _ChatShape(job, settings.model_name, created) if chat else _CompletionShape(job, settings.model_name, created)
         try:
@@ -739,6 +867,8 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
                     item = await out.__anext__()
                 yield _sse("[DONE]")
             except ApiError as e:  # after the status line: the error goes in the stream
+                if timing is not None:
+                    timing.stream_error = True
                 yield _sse(e.body())
                 yield _sse("[DONE]")
             finally:

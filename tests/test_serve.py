@@ -433,3 +433,40 @@ def test_sigterm_stops_taking_requests_aborts_what_is_in_flight_and_stops_the_ru
     assert proc.returncode == 143 and time.monotonic() - began < 10  # the grace period is 1 s
     assert reply["r"].status_code == 503 and reply["r"].json()["error"]["code"] == "shutting_down"
     assert "draft finishes: ['stop', 'abort']" in log.read_text()
+
+
+# -- the server's own figures ------------------------------------------------------------------------
+
+def test_stats_count_requests_and_failures_and_time_the_server_apart_from_the_run():
+    def slow(job, on_step, scope):
+        time.sleep(0.2)  # the run: not the server's own time
+        return scripted()(job, on_step, scope)
+
+    with TestClient(create_app(None, CFG, solver=slow)) as http:
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+        assert http.post("/v1/chat/completions", json={**CHAT, "stream": True}).status_code == 200
+        assert http.post("/v1/chat/completions", json={**CHAT, "n": 2}).status_code == 400
+        http.get("/health")  # not a run route: not counted
+        stats = http.get("/stats", params={"recent": 10}).json()
+        plain = http.get("/stats").json()
+    assert stats["requests"] == {"answered": 3, "failed": 1, "stream_errors": 0}
+    overhead = stats["overhead_ms"]
+    assert overhead["count"] == 2 and len(overhead["recent"]) == 2  # the 400 never ran
+    assert all(0 <= ms < 150 for ms in overhead["recent"]), overhead  # the 200 ms run is left out
+    assert stats["in_flight"] == 0 and "recent" not in plain["overhead_ms"]
+
+
+def test_stats_count_an_error_inside_a_stream_and_need_the_api_key():
+    def fails_after_a_step(job, on_step, scope):
+        on_step(Step(0, DRAFT, "x", 1, score=9.0))
+        time.sleep(0.05)
+        raise RuntimeTimeoutError("the base runtime did not answer within 2 s")
+
+    app = create_app(None, CFG, ServeSettings(api_key="k"), solver=fails_after_a_step)
+    with TestClient(app) as http:
+        key = {"Authorization": "Bearer k"}
+        reply = http.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=key)
+        assert reply.status_code == 200 and '"runtime_timeout"' in reply.text
+        assert http.get("/stats").status_code == 401
+        stats = http.get("/stats", headers=key).json()
+    assert stats["requests"] == {"answered": 1, "failed": 1, "stream_errors": 1}
