@@ -227,6 +227,13 @@ class ScopedBackend:
             self.errors.append(e)
             raise
 
+    def generate_stream(self, s, sampling_params):
+        try:
+            yield from self.inner.generate_stream(_InScope(s, self.scope), sampling_params)
+        except Exception as e:
+            self.errors.append(e)
+            raise
+
 
 class _InScope:
     """A program's state as a backend reads it, with ``scope`` as its ``cancel`` argument

@@ -138,7 +138,8 @@ class HttpRuntime:
         self.server.daemon_threads = True
         self.server.allow_reuse_address = True
         self.server.server_bind()
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         if listen:
             self.listen()
 

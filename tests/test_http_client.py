@@ -222,3 +222,19 @@ def test_the_dropin_backend_streams_through_the_endpoint_with_its_deadline():
             for text, _ in backend.generate_stream(state(), params()):  # short: straight to the base
                 got.append(text)
         assert got == ["one "] and time.monotonic() - started < 3
+
+
+def test_a_stream_through_a_scoped_backend_is_aborted_with_its_scope():
+    from sgl_specreason.calls import ScopedBackend
+
+    with HttpRuntime(chunks=lambda payload: ["one ", 30]) as runtime:
+        scope = CancelScope()
+        scoped = ScopedBackend(Endpoint(runtime.url, role="draft", timeout=2), scope)
+        stream = scoped.generate_stream(state(), params())
+        assert next(stream)[0] == "one "
+        rid = runtime.paths("/generate")[0]["rid"]
+        scope.cancel()
+        assert runtime.paths("/abort_request") == [{"rid": rid}]
+        with pytest.raises(RuntimeTimeoutError):  # the stand-in does not stop on an abort
+            next(stream)
+        assert len(scoped.errors) == 1
