@@ -119,3 +119,24 @@ def test_the_client_meter_counts_cpu_and_every_tcp_connection_by_peer():
     assert o["client_cpu_ms_per_step"] == pytest.approx(1000 * meter.cpu_s / 2)
     row = markdown([level_line(Level("closed", 1), "base", results, 1.0, "load_test", meter)])
     assert "| 10.00 / 10.00 |" in row and "| 2.00 |" in row
+
+
+def test_pyspy_split_sums_a_raw_profile_by_part(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from pyspy_split import main as split_main
+
+    profile = tmp_path / "client.txt"
+    profile.write_text(
+        "thread (1);<module> (load_test.py:1);Endpoint.request (sgl_specreason/backend.py:160);"
+        "Client.send (httpx/_client.py:914) 30\n"
+        "thread (2);step_spans (sgl_specreason/calls.py:90);encode (sgl_specreason/tokens.py:70) 10\n"
+        "thread (3);StreamExecutor._thread_worker_func (sglang/lang/interpreter.py:400) 60\n")
+    assert split_main([str(profile), "--rate", "100", "--wall-s", "2", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1.00 CPU s" in out and "off the CPU (waiting): 3.0 of 4.0 thread-seconds" in out
+    rows = {line.rsplit(None, 4)[0].strip(): line.split()[-4:] for line in out.splitlines()[1:4]}
+    assert rows["HTTP client (Endpoint, httpx, urllib, sockets)"] == ["0.30", "s", "30.0", "%"]
+    assert "SGLang frontend" in out and "tokenizer" in out
