@@ -72,8 +72,13 @@ _TOO_LONG = re.compile(r"longer than the model's context length|exceeds the maxi
 #: seconds an idle keep-alive connection is kept: less than SGLang's server keeps it (5 s)
 KEEPALIVE_S = 4.0
 
-#: ``tokenize=`` value that always asks the runtime
+#: ``tokenizer=`` value that always asks the runtime
 ASK_RUNTIME = "runtime"
+
+
+def _dumps(payload) -> bytes:
+    """JSON of a request; non-string keys become strings, as ``json.dumps`` makes them."""
+    return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
 
 
 class Endpoint(RuntimeEndpoint):
@@ -111,7 +116,11 @@ class Endpoint(RuntimeEndpoint):
         self._tokenizer_lock = threading.Lock()
         #: why tokens are counted by the runtime, not here (None while in process or undecided)
         self.tokenizer_note: Optional[str] = None
-        self.model_info = self.request("/get_model_info", timeout=min(timeout, connect_timeout))
+        try:
+            self.model_info = self.request("/get_model_info", timeout=min(timeout, connect_timeout))
+        except BaseException:
+            self.client.close()
+            raise
         self.chat_template = get_chat_template_by_model_path(self.model_info["model_path"])
 
     @property
@@ -160,7 +169,7 @@ class Endpoint(RuntimeEndpoint):
     def _send(self, path, payload, timeout, method, parse):
         limit = self.timeout if timeout is None else timeout
         method = method or ("GET" if payload is None else "POST")
-        content = None if payload is None else orjson.dumps(payload)
+        content = None if payload is None else _dumps(payload)
         try:
             response = self.client.request(method, path, content=content,
                                            timeout=self._deadlines(limit))
@@ -249,7 +258,7 @@ class Endpoint(RuntimeEndpoint):
 
     def _open_stream(self, payload: dict) -> httpx.Response:
         path, limit = "/generate", self.timeout
-        request = self.client.build_request("POST", path, content=orjson.dumps(payload),
+        request = self.client.build_request("POST", path, content=_dumps(payload),
                                             timeout=self._deadlines(limit))
         try:
             response = self.client.send(request, stream=True)
