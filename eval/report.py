@@ -144,17 +144,24 @@ def speedup_limits(totals: Totals, samples: int, analytic: Optional[float], kept
     }
 
 
-def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: dict,
-         projection: Optional[Costs] = None) -> dict:
-    """``baseline``: wall, analytic, projected (s per problem) and kept (tokens per problem) of
-    the baseline mode over the same problems; ``projection``: the costs to project with."""
+def pass_at_1(records: Sequence[dict]) -> tuple:
+    """(problems, pass@1, its standard error) over ``records``: each problem's share of right
+    samples, averaged over the problems."""
     by_problem = defaultdict(list)
     for r in records:
         by_problem[r["problem_id"]].append(1.0 if r.get("correct") else 0.0)
     means = [sum(v) / len(v) for v in by_problem.values()]
     n = len(means)
-    pass1 = sum(means) / n if n else None
-    se = statistics.stdev(means) / math.sqrt(n) if n > 1 else None
+    return (n, sum(means) / n if n else None,
+            statistics.stdev(means) / math.sqrt(n) if n > 1 else None)
+
+
+def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: dict,
+         projection: Optional[Costs] = None) -> dict:
+    """``baseline``: wall, analytic, projected (s per problem), kept (tokens per problem) and
+    pass@1 of the baseline mode over the same problems; ``projection``: the costs to project
+    with."""
+    n, pass1, se = pass_at_1(records)
     walls = [r["wall_s"] for r in records]
     wall = _mean(walls)
     analytic = _mean([analytic_latency(r, Costs.measured(costs)) for r in records])
@@ -169,7 +176,7 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: di
 
     return {
         "dataset": dataset, "mode": mode, "problems": n, "samples": len(records),
-        "pass_at_1": pass1, "pass_at_1_se": se,
+        "pass_at_1": pass1, "pass_at_1_se": se, "baseline_pass_at_1": baseline.get("pass_at_1"),
         "wall_s_per_problem": wall, "wall_s_total": sum(walls),
         "speedup": (base_wall / wall) if base_wall and wall else None,
         "analytic_s_per_problem": analytic,
@@ -232,14 +239,15 @@ def projection_markdown(rows: Sequence[dict], projection: Costs) -> List[str]:
 
 
 def markdown(rows: Sequence[dict], costs: dict, projection: Optional[Costs] = None) -> str:
-    head = ("| dataset | mode | n | pass@1 (± se) | wall s/problem | speedup | analytic s | analytic speedup "
+    head = ("| dataset | mode | n | pass@1 (± se) | baseline's on these | wall s/problem | speedup | analytic s | analytic speedup "
             "| acceptance | draft tok | base tok | wasted tok | judge calls | cache draft | cache base | errors |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for r in rows:
         pass1 = "-" if r["pass_at_1"] is None else (
             f"{100 * r['pass_at_1']:.1f}%" + (f" ± {100 * r['pass_at_1_se']:.1f}" if r["pass_at_1_se"] is not None else ""))
         lines.append(
-            f"| {r['dataset']} | {r['mode']} | {r['problems']} | {pass1} | {_fmt(r['wall_s_per_problem'], '.1f')} "
+            f"| {r['dataset']} | {r['mode']} | {r['problems']} | {pass1} "
+            f"| {_fmt(r.get('baseline_pass_at_1'), pct=True)} | {_fmt(r['wall_s_per_problem'], '.1f')} "
             f"| {_fmt(r['speedup'])}x | {_fmt(r['analytic_s_per_problem'], '.1f')} | {_fmt(r['analytic_speedup'])}x "
             f"| {_fmt(r['acceptance_rate'], pct=True)} | {r['draft_tokens']} | {r['base_tokens']} "
             f"| {r['wasted_tokens']} | {r['judge_calls']} "
@@ -309,15 +317,34 @@ def interpolate(points: Sequence[tuple], x: float) -> Optional[float]:
     return None
 
 
-def against_random(rows: Sequence[dict]) -> List[dict]:
+def same_problem_rows(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], rule: dict) -> List[dict]:
+    """The rows of the random control and the two models alone, recomputed over ``rule``'s own
+    problems (a mode that did not run all of them is left out): modes run on more problems than
+    the rule must not be compared with it over a different set."""
+    ids = {r["problem_id"] for r in chosen[rule["dataset"], rule["mode"]]}
+    out = []
+    for row in rows:
+        if row["dataset"] != rule["dataset"] or not (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
+            continue
+        mine = [r for r in chosen[row["dataset"], row["mode"]] if r["problem_id"] in ids]
+        if {r["problem_id"] for r in mine} != ids:
+            continue
+        out.append({**row, "pass_at_1": pass_at_1(mine)[1],
+                    "acceptance_rate": merged_totals(mine).acceptance_rate if is_random(row["mode"]) else None})
+    return out
+
+
+def against_random(rows: Sequence[dict], chosen: Optional[Dict[tuple, List[dict]]] = None) -> List[dict]:
     """Each speculating mode's pass@1 against the random control at its own acceptance rate,
-    read off the line through the random modes (and the two models alone at 0 and 1)."""
+    read off the line through the random modes (and the two models alone at 0 and 1). With
+    ``chosen`` (each (dataset, mode)'s records), that line is drawn over the rule's own problems."""
     out = []
     for r in rows:
         if r["acceptance_rate"] is None or is_random(r["mode"]) or r["pass_at_1"] is None:
             continue
-        line = random_line(rows, r["dataset"])
-        if not any(is_random(x["mode"]) for x in rows if x["dataset"] == r["dataset"]):
+        reference = rows if chosen is None else same_problem_rows(rows, chosen, r)
+        line = random_line(reference, r["dataset"])
+        if not any(is_random(x["mode"]) for x in reference if x["dataset"] == r["dataset"]):
             continue
         expected = interpolate(line, r["acceptance_rate"])
         out.append({"dataset": r["dataset"], "mode": r["mode"], "acceptance": r["acceptance_rate"],
@@ -331,7 +358,7 @@ def against_random_markdown(comparisons: Sequence[dict]) -> List[str]:
         return []
     lines = ["", "Against the random control (a rule must beat random acceptance at its own rate; "
              "random's pass@1 there is read off the line through the measured random modes, with the "
-             "base model alone at 0 % and the draft model alone at 100 %):", "",
+             "base model alone at 0 % and the draft model alone at 100 %, all over the rule's own problems):", "",
              "| dataset | mode | acceptance | pass@1 | random at that acceptance | margin |",
              "|---|---|---:|---:|---:|---:|"]
     for c in comparisons:
@@ -350,7 +377,7 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
     records = [r for r in final_records(read_records(path))
                if dataset is None or r["dataset"] == Path(dataset).stem or r["dataset"] == dataset]
     costs = per_token_costs(records)
-    rows, by_step = [], {}
+    rows, by_step, by_mode = [], {}, {}
     for ds in sorted({r["dataset"] for r in records}):
         mine = [r for r in records if r["dataset"] == ds]
         present = {r["mode"] for r in mine}
@@ -362,13 +389,15 @@ def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None
             base_same = [r for r in base if r["problem_id"] in {c["problem_id"] for c in chosen}]
             baseline_same = {"wall": _mean([r["wall_s"] for r in base_same]),
                              "analytic": _mean([analytic_latency(r, Costs.measured(costs)) for r in base_same]),
-                             "kept": _mean([kept_tokens(r) for r in base_same])}
+                             "kept": _mean([kept_tokens(r) for r in base_same]),
+                             "pass_at_1": pass_at_1(base_same)[1]}
             if projection is not None:
                 baseline_same["projected"] = _mean([analytic_latency(r, projection) for r in base_same])
             rows.append(_row(ds, mode, chosen, costs, baseline_same, projection))
+            by_mode[ds, mode] = chosen
             if any(step["score"] is not None for r in chosen for step in r["steps"]):
                 by_step[f"{ds}/{mode}"] = acceptance_by_step(chosen)
-    comparisons = against_random(rows)
+    comparisons = against_random(rows, by_mode)
     return {"rows": rows, "costs": costs, "acceptance_by_step": by_step, "baseline": baseline,
             "projection": None if projection is None else projection.to_dict(),
             "against_random": comparisons,

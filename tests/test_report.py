@@ -220,7 +220,7 @@ def test_a_finished_run_starts_no_runtime_and_the_report_can_be_rewritten_alone(
     assert report_main([str(results_file), "--report-dir", str(tmp_path / "again"),
                         "--baseline", "specreason-greedy-7"]) == 0
     out = capsys.readouterr().out
-    assert "Speedups are over specreason-greedy-7" in out and "| gsm8k | base | 2 | 50.0% ± 50.0 | 30.0 | 0.33x |" in out
+    assert "Speedups are over specreason-greedy-7" in out and "| gsm8k | base | 2 | 50.0% ± 50.0 | 25.0% | 30.0 | 0.33x |" in out
     assert (tmp_path / "again" / "report.md").exists()
     with pytest.raises(SystemExit):
         report_main([str(tmp_path / "missing.jsonl")])
@@ -243,3 +243,30 @@ def test_each_rule_is_compared_with_random_acceptance_at_its_own_rate():
     assert found["specreason-likelihood-numbers-6"]["margin"] == pytest.approx(-0.04)
     # no random mode run on the data set: nothing to compare with
     assert against_random([r for r in rows if "random" not in r["mode"]]) == []
+
+
+def test_a_rule_run_on_fewer_problems_is_compared_with_random_over_its_own_problems():
+    """A rule stopped after 2 problems must not meet a random line drawn over 4: on problems
+    0-1 random and base were right on both, so the rule's 50 % is below random there, though
+    above random's 25 % over all four."""
+    from eval.report import against_random
+
+    def records(mode, rights, accepted=None):
+        return [{"problem_id": i, "correct": right,
+                 "totals": {} if accepted is None else {"judged_steps": 2, "accepted_steps": accepted}}
+                for i, right in enumerate(rights)]
+
+    chosen = {("d", "base"): records("base", [True, True, False, False]),
+              ("d", "draft"): records("draft", [True, True, False, False]),
+              ("d", "specreason-random-5"): records("random", [True, True, False, False], accepted=1),
+              ("d", "specreason-likelihood-numbers-9"): records("rule", [True, False], accepted=1)}
+    rows = [{"dataset": "d", "mode": m, "pass_at_1": sum(r["correct"] for r in recs) / len(recs),
+             "acceptance_rate": 0.5 if "specreason" in m else None} for (_, m), recs in chosen.items()]
+    over_all = {c["mode"]: c for c in against_random(rows)}
+    assert over_all["specreason-likelihood-numbers-9"]["margin"] == pytest.approx(0.0)
+    own = {c["mode"]: c for c in against_random(rows, chosen)}
+    assert own["specreason-likelihood-numbers-9"]["random_pass_at_1"] == pytest.approx(1.0)
+    assert own["specreason-likelihood-numbers-9"]["margin"] == pytest.approx(-0.5)
+    # a random mode that did not run all of the rule's problems is no reference
+    chosen["d", "specreason-random-5"] = chosen["d", "specreason-random-5"][:1]
+    assert against_random(rows, chosen) == []
