@@ -378,6 +378,11 @@ def verdicts(records: Sequence[dict]) -> List[str]:
     m = (memory or {}).get("memory") or {}
     if m.get("flat") is None:
         out.append(f"- serve's memory flat (±{100 * MEMORY_TOLERANCE:.0f} %) over a long run: not measured")
+    elif memory.get("error"):  # a run cut short says nothing of the requests it never served
+        answered = (memory.get("overhead_ms") or {}).get("count")
+        out.append(f"- NOT met: serve's memory over {memory['num_prompts']} requests: the run did not complete "
+                   f"({memory['error']}); over the {answered} requests answered before that: "
+                   f"{m['first_mb']:.0f} MB -> {m['last_mb']:.0f} MB ({100 * m['change']:+.1f} %)")
     else:
         out.append(f"- {'met' if m['flat'] else 'NOT met'}: serve's memory flat (±{100 * m['tolerance']:.0f} %) "
                    f"from the first to the last of {memory['num_prompts']} requests: {m['first_mb']:.0f} MB -> "
