@@ -1,6 +1,6 @@
 """Token counts in process (``sgl_specreason.tokens``): the likelihood judge's spans without a
 ``/tokenize`` round trip where the runtime's tokenizer folder is at hand, and the fallbacks.
-Reads the offline models' converted tokenizer folders; skipped where they were never prepared."""
+Reads the offline models' converted tokenizer folders, converting them first where needed."""
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +20,10 @@ STEPS = ["She bakes 4: 16 - 3 - 4 = 9.", "  9 × $2 = $18 — naïve café 🙂"
 
 
 def folder(name):
-    path = tokens.tokenizer_folder(str(models.cache_dir() / "models" / name / "hf"))
-    if path is None:
-        pytest.skip(f"{name} was never converted here")
+    """The offline model's converted folder, converted here first if it never was (CI starts
+    from a clean machine: a skip there would prove nothing)."""
+    path = tokens.tokenizer_folder(str(models.prepare(name)))
+    assert path is not None, f"{name}'s converted folder holds no tokenizer"
     return path
 
 
@@ -107,6 +108,7 @@ def test_a_tokenizer_folder_can_be_given_when_the_runtime_serves_from_elsewhere(
         assert len(runtime.paths("/tokenize")) == before
 
 
+@pytest.mark.timeout(900)  # a clean machine converts each Qwen model first (about 1.5 min)
 @pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
 def test_the_local_pairs_tokenizers_load_and_count_the_probes(name):
     tokenizer = tokens.local_tokenizer(folder(name))
