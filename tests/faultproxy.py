@@ -13,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, List, Optional
+
+from tracked_http import TrackedHandler, TrackedServer
 
 
 class FaultProxy:
@@ -23,29 +24,9 @@ class FaultProxy:
         self.fault = fault
         self.seen: List[tuple] = []  # (path, what was done)
         self.bodies: List[bytes] = []  # of the POST requests, in order
-        self._open = set()  # the clients' connections
-        self._open_lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                with proxy._open_lock:
-                    proxy._open.add(self.connection)
-
-            def finish(self):
-                with proxy._open_lock:
-                    proxy._open.discard(self.connection)
-                try:
-                    super().finish()
-                except OSError:
-                    pass
-
+        class Handler(TrackedHandler):
             def _forward(self, body: Optional[bytes]):
                 what = proxy.fault(self.path, body or b"")
                 proxy.seen.append((self.path, what))
@@ -90,15 +71,14 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 self._forward(self.rfile.read(length))
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = TrackedServer(Handler)
         self.server.handle_error = lambda request, address: None  # a dropped connection is the point
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def __enter__(self) -> "FaultProxy":
         self.thread.start()
@@ -107,10 +87,4 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
-        with self._open_lock:
-            open_ = list(self._open)
-        for sock in open_:  # a keep-alive connection would otherwise still be served
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.server.close_connections()  # a keep-alive connection would otherwise still be served

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterable, List, Optional
+
+from tracked_http import TrackedHandler, TrackedServer
 
 
 class HttpRuntime:
@@ -32,36 +33,9 @@ class HttpRuntime:
         self.reply, self.chunks = reply, chunks
         self.tokenize = tokenize or (lambda text: [ord(ch) for ch in text])
         self.requests: List[tuple] = []
-        self.connections = 0
-        self.open = 0
-        self.peak = 0
-        self._lock = threading.Lock()
-        self._sockets = set()
         runtime = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def setup(self):
-                super().setup()
-                with runtime._lock:
-                    runtime.connections += 1
-                    runtime.open += 1
-                    runtime.peak = max(runtime.peak, runtime.open)
-                    runtime._sockets.add(self.connection)
-
-            def finish(self):
-                with runtime._lock:
-                    runtime.open -= 1
-                    runtime._sockets.discard(self.connection)
-                try:
-                    super().finish()
-                except OSError:
-                    pass
-
+        class Handler(TrackedHandler):
             def _json(self, code: int, obj) -> None:
                 body = json.dumps(obj).encode()
                 self.send_response(code)
@@ -134,9 +108,7 @@ class HttpRuntime:
                 except OSError:
                     self.close_connection = True  # the client went away
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
-        self.server.daemon_threads = True
-        self.server.allow_reuse_address = True
+        self.server = TrackedServer(Handler, bind_and_activate=False)
         self.server.server_bind()
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        daemon=True)
@@ -150,7 +122,15 @@ class HttpRuntime:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
+
+    @property
+    def connections(self) -> int:
+        return self.server.connections
+
+    @property
+    def peak(self) -> int:
+        return self.server.peak
 
     def paths(self, path: str) -> List[dict]:
         """The JSON bodies of the requests to ``path``, in order."""
@@ -163,10 +143,4 @@ class HttpRuntime:
         if self.thread.is_alive():
             self.server.shutdown()
         self.server.server_close()
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:  # keep-alive connections end with the server
-            try:
-                sock.shutdown(2)
-            except OSError:
-                pass
+        self.server.close_connections()  # keep-alive connections end with the server
