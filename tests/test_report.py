@@ -270,3 +270,38 @@ def test_a_rule_run_on_fewer_problems_is_compared_with_random_over_its_own_probl
     # a random mode that did not run all of the rule's problems is no reference
     chosen["d", "specreason-random-5"] = chosen["d", "specreason-random-5"][:1]
     assert against_random(rows, chosen) == []
+
+
+def test_the_target_picks_the_fastest_rule_that_keeps_accuracy_and_says_when_speed_is_missed():
+    from eval.report import against_target, against_target_markdown
+
+    def row(mode, pass1, speedup, baseline=0.50, acceptance=0.7):
+        return {"dataset": "d", "mode": mode, "problems": 40, "pass_at_1": pass1, "baseline_pass_at_1": baseline,
+                "speedup": speedup, "acceptance_rate": acceptance}
+
+    rows = [row("base", 0.50, 1.0, acceptance=None), row("specreason-random-4", 0.40, 1.4),
+            row("specreason-likelihood-numbers-6", 0.40, 1.5),   # fast, 10 points under
+            row("specreason-likelihood-numbers-9", 0.49, 1.2),   # within 2 points, slow
+            row("specreason-likelihood-numbers-8", 0.485, 1.25),  # within 2 points, faster, under random
+            row("specreason-likelihood-numbers-10", 0.50, 1.1)]
+    margins = {"specreason-likelihood-numbers-6": 0.05, "specreason-likelihood-numbers-9": 0.04,
+               "specreason-likelihood-numbers-8": -0.01, "specreason-likelihood-numbers-10": 0.02}
+    comparisons = [{"dataset": "d", "mode": m, "margin": v} for m, v in margins.items()]
+    target = against_target(rows, comparisons)
+    checks = {c["mode"]: c for c in target["rules"]}
+    assert set(checks) == set(margins)  # neither base-only nor the random control is a rule
+    assert checks["specreason-likelihood-numbers-6"]["gap"] == pytest.approx(-0.10)
+    assert not checks["specreason-likelihood-numbers-6"]["keeps_accuracy"]
+    assert checks["specreason-likelihood-numbers-6"]["fast_enough"]
+    assert checks["specreason-likelihood-numbers-8"]["keeps_accuracy"]
+    assert not checks["specreason-likelihood-numbers-8"]["beats_random"]
+    assert target["choice"]["d"] == {"mode": "specreason-likelihood-numbers-9", "met": False}
+    text = "\n".join(against_target_markdown(target))
+    assert "no rule meets the speed target; the fastest that keeps accuracy is specreason-likelihood-numbers-9" in text
+    # a rule that meets all three is chosen over faster ones that do not
+    rows.append(row("specreason-likelihood-numbers-7", 0.50, 1.35))
+    comparisons.append({"dataset": "d", "mode": "specreason-likelihood-numbers-7", "margin": 0.03})
+    assert against_target(rows, comparisons)["choice"]["d"] == {"mode": "specreason-likelihood-numbers-7", "met": True}
+    # nothing keeps accuracy: nothing is chosen
+    worse = [dict(r, pass_at_1=0.30) if r["mode"] != "base" else r for r in rows]
+    assert against_target(worse, comparisons)["choice"]["d"] is None
