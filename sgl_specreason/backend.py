@@ -11,9 +11,10 @@ Connections. The client is shared by every thread that calls the endpoint (``htt
 thread-safe) and keeps up to ``connections`` keep-alive connections to its runtime, so the
 three or four requests of a SpecReason step reuse open connections instead of opening one each.
 A request that finds every connection busy waits for one, at most its read deadline. An idle
-connection is closed after 4 s, before SGLang's server would close it (5 s,
-``SGLANG_TIMEOUT_KEEP_ALIVE``), so a request is never sent on a connection the server is
-closing. Proxies from the environment are not used: runtimes are reached directly.
+connection is closed after ``keepalive`` seconds: 4 s by default, before SGLang's server would
+close it (5 s unless ``SGLANG_TIMEOUT_KEEP_ALIVE`` says otherwise), so a request is never sent
+on a connection the server is closing; the local servers keep connections longer, and their
+endpoints are told so. Proxies from the environment are not used: runtimes are reached directly.
 
 Deadlines. Every request (generate, streamed generate, tokenize, abort, flush_cache, health,
 model info) has a connect deadline (``connect_timeout``, at most ``timeout``) and a read
@@ -90,7 +91,8 @@ class Endpoint(RuntimeEndpoint):
 
     def __init__(self, base_url: str, role: str = "runtime", timeout: float = 600.0,
                  api_key: Optional[str] = None, connect_timeout: float = 30.0, retries: int = 2,
-                 backoff: float = 0.5, connections: int = 64, tokenizer: Optional[str] = None):
+                 backoff: float = 0.5, connections: int = 64, tokenizer: Optional[str] = None,
+                 keepalive: float = KEEPALIVE_S):
         BaseBackend.__init__(self)
         self.retries = retries
         self.backoff = backoff
@@ -106,7 +108,7 @@ class Endpoint(RuntimeEndpoint):
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
-                              keepalive_expiry=KEEPALIVE_S)
+                              keepalive_expiry=keepalive)
         self.client = httpx.Client(
             base_url=self.base_url, headers=headers, trust_env=False, follow_redirects=False,
             transport=httpx.HTTPTransport(retries=retries, limits=limits))

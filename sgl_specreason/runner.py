@@ -15,7 +15,7 @@ import jsonlines
 from sglang.lang.global_config import global_config
 
 from sgl_specreason import models
-from sgl_specreason.backend import Endpoint
+from sgl_specreason.backend import KEEPALIVE_S, Endpoint
 from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
@@ -94,9 +94,11 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             urls = replica_urls(getattr(opts, f"{role}_url") or servers[role].url)
             replicas = []
             for url in urls:
+                local = servers.get(role)
+                keepalive = local.spec.keepalive_s - 1 if local and url == local.url else KEEPALIVE_S
                 backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
                                    retries=cfg.request_retries, connections=opts.connections,
-                                   tokenizer=getattr(opts, f"{role}_tokenizer"))
+                                   tokenizer=getattr(opts, f"{role}_tokenizer"), keepalive=keepalive)
                 if role == BASE and get_judge(cfg.score_method).asks == STEP:
                     backend.prepare_tokenizer()  # loaded and checked before any clock starts
                     if backend.tokenizer_note:

@@ -74,6 +74,12 @@ DEVICE_DEFAULTS = {
 }
 
 
+#: seconds a local server keeps an idle keep-alive connection (SGLang's own default is 5 s):
+#: a client thread that waits on the other runtime for longer than 5 s (a base step on a CPU
+#: takes 15 s) would otherwise find its connection closed and open a new one
+LOCAL_KEEPALIVE_S = 120
+
+
 @dataclass
 class ServerSpec:
     """How to launch one SGLang server. ``dtype`` and ``max_total_tokens`` left None take the
@@ -138,10 +144,18 @@ class ServerSpec:
             )
             if self.threads and self.defaults.sets_threads:
                 changes["OMP_NUM_THREADS"] = str(self.threads)
+        changes["SGLANG_TIMEOUT_KEEP_ALIVE"] = str(self.keepalive_s)
         return changes
 
     def environment(self) -> dict:
         return {**os.environ, **self.environment_changes()}
+
+    @property
+    def keepalive_s(self) -> int:
+        """Seconds the server keeps an idle HTTP connection open: ``LOCAL_KEEPALIVE_S``, or
+        ``SGLANG_TIMEOUT_KEEP_ALIVE`` where our environment sets it."""
+        given = os.environ.get("SGLANG_TIMEOUT_KEEP_ALIVE", "").strip()
+        return int(given) if given.isdigit() and int(given) > 0 else LOCAL_KEEPALIVE_S
 
     def shell_line(self) -> str:
         """The command as one shell line, its environment changes first.

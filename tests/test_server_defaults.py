@@ -11,7 +11,7 @@ from sgl_specreason import models, runtime
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.runner import RuntimeOptions, server_specs
-from sgl_specreason.runtime import ServerSpec
+from sgl_specreason.runtime import LOCAL_KEEPALIVE_S, ServerSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
@@ -47,9 +47,11 @@ def test_cuda_servers_take_the_models_dtype_and_sglangs_pool_sizing():
     assert flag(base, "--speculative-draft-model-path") == "/models/QwQ-32B-eagle"
     assert flag(base, "--speculative-num-steps") == "3"
     assert "--speculative-algorithm" not in draft  # token-level speculation is the base server's
-    # the environment: only the GPUs; no thread settings on a GPU, even when --threads is given
-    assert specs["base"].environment_changes() == {"CUDA_VISIBLE_DEVICES": "1,2"}
-    assert specs["draft"].environment_changes() == {"CUDA_VISIBLE_DEVICES": "0"}
+    # the environment: the GPUs and the keep-alive; no thread settings on a GPU, even when
+    # --threads is given
+    keep = {"SGLANG_TIMEOUT_KEEP_ALIVE": str(LOCAL_KEEPALIVE_S)}
+    assert specs["base"].environment_changes() == {"CUDA_VISIBLE_DEVICES": "1,2", **keep}
+    assert specs["draft"].environment_changes() == {"CUDA_VISIBLE_DEVICES": "0", **keep}
     assert "SGLANG_USE_CPU_ENGINE" not in specs["base"].environment()
 
 
@@ -146,3 +148,14 @@ def test_dry_run_on_the_cpu_prints_the_cpu_environment(nothing_starts, monkeypat
     assert "SGLANG_USE_CPU_ENGINE=1" in draft and "OMP_NUM_THREADS=1" in draft  # one thread each with --parallel 2
     assert flag(draft, "--model-path") == "qwen2.5-coder-0.5b"  # printed as given, not prepared
     assert flag(draft, "--dtype") == "bfloat16" and flag(draft, "--max-total-tokens") == "16384"
+
+
+def test_local_servers_keep_idle_connections_unless_the_environment_says_otherwise(monkeypatch):
+    spec = ServerSpec("/models/smollm2", 30001, role="draft", device="cpu")
+    monkeypatch.delenv("SGLANG_TIMEOUT_KEEP_ALIVE", raising=False)
+    assert spec.keepalive_s == LOCAL_KEEPALIVE_S > 5
+    assert spec.environment()["SGLANG_TIMEOUT_KEEP_ALIVE"] == str(LOCAL_KEEPALIVE_S)
+    monkeypatch.setenv("SGLANG_TIMEOUT_KEEP_ALIVE", "30")
+    assert spec.keepalive_s == 30 and spec.environment_changes()["SGLANG_TIMEOUT_KEEP_ALIVE"] == "30"
+    monkeypatch.setenv("SGLANG_TIMEOUT_KEEP_ALIVE", "soon")  # not a number of seconds: ours
+    assert spec.keepalive_s == LOCAL_KEEPALIVE_S
