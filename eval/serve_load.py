@@ -856,7 +856,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-in-flight", type=int, default=d.max_in_flight, help="serve's runs at once")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--serve-flags", default="", help="more sgl-specreason serve flags, one string")
-    p.add_argument("--run-timeout", type=float, default=600, help="seconds one load generator run may take")
+    p.add_argument("--run-timeout", type=float, default=1800,
+                   help="seconds one load generator run may take (the 200-request memory run took 16 min "
+                        "on 2 CPU cores)")
     p.add_argument("--start-timeout", type=float, default=900, help="seconds serve and its runtimes may take to start")
     p.add_argument("--sample-seconds", type=float, default=1.0, help="seconds between two memory samples")
     p.add_argument("--dry-run", action="store_true", help="print the commands; start nothing")
@@ -879,7 +881,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     store = ResultStore(args.out / "report.jsonl")
-    command = "python -m eval.serve_load " + shlex.join(argv if argv is not None else sys.argv[1:])
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    command = "python -m eval.serve_load " + shlex.join(given)  # the measurement, not the rewrite
     serve_cmd, examples = shown_commands(runs, setup)
     if args.dry_run:
         print("# serve (ports chosen free at the start):")
