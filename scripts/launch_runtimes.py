@@ -88,8 +88,9 @@ def run(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open_runtimes(options(args), cfg, (DRAFT, BASE)) as roles:
         print(f"draft: {roles[DRAFT].backend.base_url}\nbase: {roles[BASE].backend.base_url}")
+        keep = min(roles[r].backend.keepalive for r in (DRAFT, BASE))  # under what the servers keep
         print(f"use them: sgl-specreason batch --draft-url {roles[DRAFT].backend.base_url} "
-              f"--base-url {roles[BASE].backend.base_url} --input problems.jsonl", flush=True)
+              f"--base-url {roles[BASE].backend.base_url} --keep-alive {keep:g} --input problems.jsonl", flush=True)
         print("Ctrl-C or SIGTERM stops both", flush=True)
         try:
             wait_event(stop)  # short waits: see calls.POLL_S

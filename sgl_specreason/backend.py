@@ -104,6 +104,7 @@ class Endpoint(RuntimeEndpoint):
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.connections = connections
+        self.keepalive = keepalive
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"

@@ -21,7 +21,8 @@ from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.judges import JUDGES
 from sgl_specreason.runner import RuntimeOptions, stopping
-from sgl_specreason.runtime import DEVICE_DEFAULTS, stop_all
+from sgl_specreason.backend import KEEPALIVE_S
+from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
@@ -50,6 +51,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value:g}")
     return value
 
 
@@ -126,6 +138,11 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                        help=f"keep-alive HTTP connections to each runtime at most (default: "
                             f"{d.connections}, or {CONNECTIONS_PER_PROBLEM} per problem in flight "
                             "when that is more)")
+    group.add_argument("--keep-alive", type=positive_float, metavar="SECONDS", dest="keepalive_s",
+                       help=f"seconds an idle connection to a given URL is kept (default {KEEPALIVE_S:g}: "
+                            f"SGLang's servers close theirs after 5 s; scripts/launch_runtimes.py starts "
+                            f"them with SGLANG_TIMEOUT_KEEP_ALIVE={LOCAL_KEEPALIVE_S}, so "
+                            f"{LOCAL_KEEPALIVE_S - 1} suits those); local servers need nothing")
     for role in (DRAFT, BASE):
         group.add_argument(f"--{role}-tokenizer", metavar="FOLDER",
                            help=f"local tokenizer folder of the {role} model: token counts are "
@@ -183,7 +200,7 @@ def runtime_options(args, parallel: int = 1) -> RuntimeOptions:
         base_template=args.base_template, draft_dtype=args.draft_dtype, base_dtype=args.base_dtype,
         device=args.device, threads=threads, max_total_tokens=args.max_total_tokens,
         draft_port=args.draft_port, base_port=args.base_port, log_dir=args.log_dir,
-        api_key=args.api_key, connections=connections,
+        api_key=args.api_key, connections=connections, keepalive_s=getattr(args, "keepalive_s", None),
         draft_tokenizer=getattr(args, "draft_tokenizer", None),
         base_tokenizer=getattr(args, "base_tokenizer", None),
     )

@@ -64,6 +64,9 @@ class RuntimeOptions:
     base_gpus: Optional[str] = None
     #: keep-alive HTTP connections to each runtime at most (``Endpoint``'s pool)
     connections: int = 64
+    #: seconds an idle connection to a given URL is kept; None: ``KEEPALIVE_S``, under SGLang's
+    #: own 5 s (local servers keep theirs longer, and their endpoints know it)
+    keepalive_s: Optional[float] = None
     #: where each role's token counts come from: None, the runtime's tokenizer folder when it
     #: is one here; a folder; or "runtime" (its ``/tokenize``)
     draft_tokenizer: Optional[str] = None
@@ -95,7 +98,8 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             replicas = []
             for url in urls:
                 local = servers.get(role)
-                keepalive = local.spec.keepalive_s - 1 if local and url == local.url else KEEPALIVE_S
+                keepalive = local.spec.keepalive_s - 1 if local and url == local.url \
+                    else opts.keepalive_s or KEEPALIVE_S
                 backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
                                    retries=cfg.request_retries, connections=opts.connections,
                                    tokenizer=getattr(opts, f"{role}_tokenizer"), keepalive=keepalive)

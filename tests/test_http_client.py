@@ -238,3 +238,17 @@ def test_a_stream_through_a_scoped_backend_is_aborted_with_its_scope():
         with pytest.raises(RuntimeTimeoutError):  # the stand-in does not stop on an abort
             next(stream)
         assert len(scoped.errors) == 1
+
+
+def test_the_keep_alive_flag_reaches_the_endpoints_of_given_urls():
+    from sgl_specreason.cli import build_parser
+    from sgl_specreason.config import SpecReasonConfig
+    from sgl_specreason.flags import runtime_options
+    from sgl_specreason.runner import open_runtimes
+    from sgl_specreason.trace import BASE
+
+    with HttpRuntime() as runtime:
+        for argv, expected in ((["--keep-alive", "119"], 119.0), ([], 4.0)):
+            args = build_parser().parse_args(["solve", "--base-url", runtime.url, *argv, "q"])
+            with open_runtimes(runtime_options(args, 1), SpecReasonConfig(), (BASE,), log=lambda _: None) as roles:
+                assert roles[BASE].backend.keepalive == expected
