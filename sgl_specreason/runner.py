@@ -95,11 +95,10 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
                 f"({time.monotonic() - server.started_at:.0f} s after its start)")
         for role in roles:
             urls = replica_urls(getattr(opts, f"{role}_url") or servers[role].url)
+            # a role with a local server has no URL of its own: under what that server keeps
+            keepalive = servers[role].spec.keepalive_s - 1 if role in servers else opts.keepalive_s or KEEPALIVE_S
             replicas = []
             for url in urls:
-                local = servers.get(role)
-                keepalive = local.spec.keepalive_s - 1 if local and url == local.url \
-                    else opts.keepalive_s or KEEPALIVE_S
                 backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
                                    retries=cfg.request_retries, connections=opts.connections,
                                    tokenizer=getattr(opts, f"{role}_tokenizer"), keepalive=keepalive)
