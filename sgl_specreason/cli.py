@@ -108,7 +108,9 @@ def judge_line(cfg) -> str:
     if not cfg.keeps_drafts:
         return (f"threshold {cfg.threshold:g} keeps no draft: the base model writes every step, "
                 "and no draft runtime is started")
-    return f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step"
+    first = (f"; the base model writes the first {cfg.first_n_base_steps} step(s)"
+             if cfg.first_n_base_steps else "")
+    return f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step{first}"
 
 
 def _run(args) -> int:

@@ -50,18 +50,18 @@ def test_temperature_per_role():
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["demo"], ("likelihood-numbers", 6.0)),  # the local CPU pair: the measured judge
-    (["run", "--data-path", "x.jsonl", "--threshold", "5"], ("likelihood-numbers", 5.0)),
-    (["demo", "--score-method", "average"], ("average", 6.0)),
-    (["solve", "q", "--base-url", "http://gpu:30000", "--draft-url", "http://gpu:30001"], ("greedy", 7.0)),
-    (["demo", "--base-model", "/models/QwQ-32B"], ("greedy", 7.0)),  # other models: the paper's
+    (["demo"], ("likelihood-numbers", 9.0, 1)),  # the local CPU pair: the rule chosen on train
+    (["run", "--data-path", "x.jsonl", "--threshold", "5"], ("likelihood-numbers", 5.0, 1)),
+    (["demo", "--score-method", "average", "--first-n-base-steps", "0"], ("average", 9.0, 0)),
+    (["solve", "q", "--base-url", "http://gpu:30000", "--draft-url", "http://gpu:30001"], ("greedy", 7.0, 0)),
+    (["demo", "--base-model", "/models/QwQ-32B"], ("greedy", 7.0, 0)),  # other models: the paper's
 ])
 def test_cli_judge_defaults_depend_on_the_runtimes(argv, expected):
     from sgl_specreason.cli import build_parser
     from sgl_specreason.flags import config_from_args
 
     cfg = config_from_args(build_parser().parse_args(argv))
-    assert (cfg.score_method, cfg.threshold) == expected
+    assert (cfg.score_method, cfg.threshold, cfg.first_n_base_steps) == expected
 
 
 def test_pipeline_needs_one_draft_per_step():
