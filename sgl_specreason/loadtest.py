@@ -167,7 +167,12 @@ class ClientMeter:
                             if n - self._connections.get(peer, 0)}
 
 
-def _percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
+def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """p50 / p90 / p99 of ``values`` (None for none).
+
+    >>> percentiles([1.0, 2.0, 3.0])
+    {'p50': 2.0, 'p90': 2.8, 'p99': 2.98}
+    """
     if not len(values):
         return {"p50": None, "p90": None, "p99": None}
     p = np.percentile(np.asarray(values, float), [50, 90, 99])
@@ -201,10 +206,10 @@ def level_line(level: Level, mode: str, results: Sequence[ProblemResult], durati
         "problems_per_s": per_s(len(ok)),
         "output_tokens_per_s": per_s(o["draft_tokens"] + o["base_tokens"]),
         "kept_tokens_per_s": per_s(o["kept_draft_tokens"] + o["kept_base_tokens"]),
-        "problem_latency_s": _percentiles([r.wall_s for r in ok]),
-        "step_latency_s": _percentiles([s.wall_s for r in ok for s in r.steps]),
+        "problem_latency_s": percentiles([r.wall_s for r in ok]),
+        "step_latency_s": percentiles([s.wall_s for r in ok for s in r.steps]),
         "judge_calls_per_s": per_s(o["judge_calls"]),
-        "client_overhead_ms_per_step": _percentiles([1000 * x for x in client_overheads(ok)]),
+        "client_overhead_ms_per_step": percentiles([1000 * x for x in client_overheads(ok)]),
         "client_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
     if meter is not None:
