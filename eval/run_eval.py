@@ -136,7 +136,7 @@ def mode_settings(mode: Mode, roles: Optional[dict] = None) -> dict:
     out = {"config": {k: v for k, v in asdict(mode.cfg).items() if k not in OPERATIONAL}}
     if roles is not None:
         out["models"] = {role: f"{Path(roles[role].backend.model_path).name} ({roles[role].template.name})"
-                         for role in roles_for(mode.program, mode.cfg)}
+                         for role in roles_for(mode.program)}
     return out
 
 
@@ -208,7 +208,7 @@ def run(args) -> int:
         print(f"note: {unknown} records of these modes in {args.result_file} carry no settings "
               f"(written before records had them): they are taken as made with these settings")
     done = finished_keys(earlier)
-    roles_needed = sorted({r for m in modes for r in roles_for(m.program, m.cfg)})
+    roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
     if args.dry_run:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_needed)
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")

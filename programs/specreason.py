@@ -223,13 +223,12 @@ def overlapped_steps(draft, base, q, choices, cfg, tidy=clean_step, stop=STEP_SE
 
 def _kept_steps(base, q, choices, cfg, tidy, stop, budget, next_step):
     """What both loops share: the base model writes the first ``cfg.first_n_base_steps``
-    steps (every step when the threshold keeps no draft), ``next_step(texts, kept, limit)``
-    every later one; each is timed and yielded."""
+    steps, ``next_step(texts, kept, limit)`` every later one; each is timed and yielded."""
     texts, kept = [], 0
     while True:
         started = time.perf_counter()
         limit = _room(cfg, budget, kept)
-        if len(texts) < cfg.first_n_base_steps or not cfg.keeps_drafts:
+        if len(texts) < cfg.first_n_base_steps:
             step = _own_step(base, q, texts, choices, cfg, tidy, stop, limit)
         else:
             step = next_step(texts, kept, limit)

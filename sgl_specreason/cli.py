@@ -20,7 +20,6 @@ from typing import Dict, List, Optional
 
 from sgl_specreason import data, models
 from sgl_specreason.batch import ProgressMonitor, plan
-from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
@@ -99,26 +98,12 @@ def _problems(args) -> tuple[ProblemSet, str]:
 BATCH_COMMANDS = ("batch", "run")
 
 
-def judge_line(cfg) -> str:
-    """What the run will keep, as the command says it before it starts.
-
-    >>> judge_line(SpecReasonConfig(threshold=10))
-    'threshold 10 keeps no draft: the base model writes every step, and no draft runtime is started'
-    """
-    if not cfg.keeps_drafts:
-        return (f"threshold {cfg.threshold:g} keeps no draft: the base model writes every step, "
-                "and no draft runtime is started")
-    first = (f"; the base model writes the first {cfg.first_n_base_steps} step(s)"
-             if cfg.first_n_base_steps else "")
-    return f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step{first}"
-
-
 def _run(args) -> int:
     cfg = config_from_args(args)
     if args.parallel < 1:
         raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
     if args.dry_run:
-        return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode, cfg))
+        return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode))
     problems, task = _problems(args)
     batch = args.command in BATCH_COMMANDS
     store = ResultStore(args.result_file)
@@ -137,8 +122,10 @@ def _run(args) -> int:
         if not todo:
             return 1 if bad else 0
     if args.mode == "specreason":
-        print(judge_line(cfg))
-    roles = roles_for(args.mode, cfg)
+        first = (f"; the base model writes the first {cfg.first_n_base_steps} step(s)"
+                 if cfg.first_n_base_steps else "")
+        print(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step{first}")
+    roles = roles_for(args.mode)
     with open_runtimes(runtime_options(args, args.parallel), cfg, roles) as runtimes, \
             store.append() as writer:
         for role in runtimes.values():

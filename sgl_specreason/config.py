@@ -25,10 +25,6 @@ def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
         raise ConfigError(f"{name} must be in {left}{lo}, {hi}], got {value!r}")
 
 
-#: the threshold that keeps no draft: the base model writes every step
-MAX_THRESHOLD = 10
-
-
 @dataclass(frozen=True)
 class SpecReasonConfig:
     """Everything a user can set. Bad values fail here, naming the field and its range.
@@ -37,9 +33,8 @@ class SpecReasonConfig:
     9
     """
 
-    #: accept a drafted step when its judge score is >= threshold. 0 accepts every step; 10
-    #: (``MAX_THRESHOLD``) accepts none: the base model writes every step and nothing is drafted
-    #: or judged, so the draft runtime is not needed (``keeps_drafts``).
+    #: accept a drafted step when its judge score is >= threshold (0 accepts every step,
+    #: 10 accepts none: the base model then writes every step).
     threshold: float = 7.0
     #: the judge that scores a drafted step (0..10, higher is better): a name in
     #: ``sgl_specreason.judges.JUDGES`` ("greedy" and "average" ask the paper's question,
@@ -77,7 +72,7 @@ class SpecReasonConfig:
     request_retries: int = 2
 
     def __post_init__(self):
-        _check_number("threshold", self.threshold, 0, MAX_THRESHOLD)
+        _check_number("threshold", self.threshold, 0, 10)
         if self.score_method not in JUDGES:
             raise ConfigError(
                 f"score_method must be one of {', '.join(JUDGES)}, got {self.score_method!r}"
@@ -105,15 +100,6 @@ class SpecReasonConfig:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
         _check_number("request_timeout", self.request_timeout, 0, 86_400, lo_open=True)
         _check_number("request_retries", self.request_retries, 0, 10, integer=True)
-
-    @property
-    def keeps_drafts(self) -> bool:
-        """False at ``threshold`` 10: no draft could be kept, so none is written.
-
-        >>> SpecReasonConfig(threshold=10).keeps_drafts
-        False
-        """
-        return self.threshold < MAX_THRESHOLD
 
     def temperature(self, role: str) -> float:
         """Sampling temperature of the draft or base model."""

@@ -26,8 +26,7 @@ from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
-    "threshold": ("accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none: the "
-                  "base model writes every step, and no draft runtime is started)"),
+    "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none)",
     "score_method": "; ".join(f"{name}: {judge.help}" for name, judge in JUDGES.items()),
     "token_budget": "stop after this many kept output tokens",
     "step_max_tokens": "new tokens per reasoning step at most",

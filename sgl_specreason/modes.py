@@ -28,8 +28,6 @@ class Mode:
     build: Callable[..., ProgramCall]
     #: a drafted step is judged (runs of it name a judge and a threshold)
     judged: bool = False
-    #: runs without a draft runtime when the threshold keeps no draft (``cfg.keeps_drafts``)
-    draft_optional: bool = False
 
 
 #: every mode by name, in the order help lists them
@@ -40,20 +38,16 @@ register_mode = MODES.add
 get_mode = MODES.find
 
 
-def roles_for(mode: str, cfg=None) -> Tuple[str, ...]:
-    """The runtimes a mode needs; with ``cfg``, a mode that can do without its draft runtime
-    does so when the threshold keeps no draft (the base model writes every step)."""
-    entry = get_mode(mode)
-    if entry.draft_optional and cfg is not None and not cfg.keeps_drafts:
-        return tuple(r for r in entry.roles if r != DRAFT)
-    return entry.roles
+def roles_for(mode: str) -> Tuple[str, ...]:
+    """The runtimes a mode needs."""
+    return get_mode(mode).roles
 
 
 def program_call(mode: str, problem, index: int, cfg, roles: dict, monitor=None) -> ProgramCall:
     """The program that solves ``problem`` in ``mode``, its arguments, and the backend to run it
     on, with the replica of each role that the ``index``-th problem keeps to."""
     entry = get_mode(mode)
-    return entry.build(problem, cfg, {r: roles[r].pick(index) for r in roles_for(mode, cfg)}, monitor)
+    return entry.build(problem, cfg, {r: roles[r].pick(index) for r in entry.roles}, monitor)
 
 
 # -- the built-in modes (programs are imported when a call is built: they import this package) ---
@@ -62,7 +56,7 @@ def _specreason(problem, cfg, roles, monitor):
     from programs import specreason
 
     base = roles[BASE]
-    return specreason, dict(problem=problem, cfg=cfg, monitor=monitor, draft=roles.get(DRAFT), base=base), base.backend
+    return specreason, dict(problem=problem, cfg=cfg, monitor=monitor, draft=roles[DRAFT], base=base), base.backend
 
 
 def _alone(role_name):
@@ -92,8 +86,7 @@ def _dropin_role(cfg, roles):
     return Role(BASE, backend, base.template)
 
 
-register_mode(Mode("specreason", "the SpecReason program", (DRAFT, BASE), _specreason, judged=True,
-                   draft_optional=True))
+register_mode(Mode("specreason", "the SpecReason program", (DRAFT, BASE), _specreason, judged=True))
 register_mode(Mode("base", "the base model alone, step by step, same stop rules", (BASE,), _alone(BASE)))
 register_mode(Mode("draft", "the draft model alone, step by step", (DRAFT,), _alone(DRAFT)))
 register_mode(Mode("base-gen", "an ordinary program (prompt + one long gen) on the base runtime",

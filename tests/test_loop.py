@@ -130,17 +130,6 @@ def test_the_first_steps_are_the_base_models_own_and_not_judged():
     assert draft.requests[0].steps == ["b0: 0 + 1 = 1!", "b1: 1 + 1 = 2!"]
 
 
-@pytest.mark.parametrize("changes", [{}, {"pipeline": True}, {"race_base_step": True},
-                                     {"score_method": "agreement", "num_drafts": 2}])
-def test_threshold_10_keeps_no_draft_so_nothing_is_drafted_or_judged(changes):
-    # The agreement judge scores 10 when the drafts agree: threshold 10 still drafts nothing.
-    draft, base = runtimes(score=lambda step: 10)
-    result = solve(draft, base, threshold=10, **changes)
-    assert [s.source for s in result.steps] == [BASE] * 4 and result.answer == "5"
-    assert all(s.score is None and kinds(s) == [(BASE, "step")] for s in result.steps)
-    assert draft.requests == [] and [r.kind for r in base.requests] == ["step"] * 4
-
-
 # -- stop rules and budgets -----------------------------------------------------------------------
 
 def test_the_token_budget_stops_reasoning_and_the_model_states_its_answer():

@@ -21,19 +21,6 @@ def test_the_built_in_modes_and_the_runtimes_each_needs():
         roles_for("fast")
 
 
-def test_the_specreason_program_needs_no_draft_runtime_when_no_draft_can_be_kept():
-    none_kept, kept = SpecReasonConfig(threshold=10), SpecReasonConfig(threshold=9.9)
-    assert roles_for("specreason", none_kept) == (BASE,)
-    assert roles_for("specreason", kept) == roles_for("specreason") == (DRAFT, BASE)
-    assert roles_for("dropin", none_kept) == (DRAFT, BASE)  # its backend is built with both
-    base = FakeRuntime(BASE, lambda steps, fork: "so \\boxed{5}")
-    roles = {BASE: fake_roles(FakeRuntime(DRAFT, str), base)[BASE]}  # no draft role at all
-    program, arguments, backend = program_call("specreason", make_problem("2 + 3?"), 0, none_kept, roles)
-    assert arguments["draft"] is None and backend is base
-    state = program.run(**arguments, backend=backend)
-    assert state.ret_value.error is None and state.ret_value.answer == "5"
-
-
 def test_each_problem_keeps_to_one_replica_of_each_role():
     draft, base = FakeRuntime(DRAFT, str), FakeRuntime(BASE, str)
     other = FakeRuntime(BASE, str)

@@ -150,24 +150,6 @@ def test_dry_run_on_the_cpu_prints_the_cpu_environment(nothing_starts, monkeypat
     assert flag(draft, "--dtype") == "bfloat16" and flag(draft, "--max-total-tokens") == "16384"
 
 
-def test_a_threshold_that_keeps_no_draft_starts_no_draft_server(nothing_starts, monkeypatch, capsys):
-    monkeypatch.setattr(runtime, "gpu_available", lambda: False)
-    from sgl_specreason.cli import main as cli_main
-
-    assert cli_main(["demo", "--dry-run", "--threshold", "10"]) == 0
-    commands = [line for line in capsys.readouterr().out.splitlines() if "sglang.launch_server" in line]
-    assert [flag(shlex.split(line), "--model-path") for line in commands] == ["qwen2.5-coder-1.5b"]
-    assert cli_main(["demo", "--dry-run", "--threshold", "9"]) == 0
-    commands = [line for line in capsys.readouterr().out.splitlines() if "sglang.launch_server" in line]
-    assert len(commands) == 2
-    from eval.run_eval import main as eval_main
-
-    assert eval_main(["--dataset", "gsm8k", "--num-questions", "1", "--dry-run",
-                      "--modes", "base", "specreason-likelihood-numbers-10"]) == 0
-    commands = [line for line in capsys.readouterr().out.splitlines() if "sglang.launch_server" in line]
-    assert [flag(shlex.split(line), "--model-path") for line in commands] == ["qwen2.5-coder-1.5b"]
-
-
 def test_local_servers_keep_idle_connections_unless_the_environment_says_otherwise(monkeypatch):
     spec = ServerSpec("/models/smollm2", 30001, role="draft", device="cpu")
     monkeypatch.delenv("SGLANG_TIMEOUT_KEEP_ALIVE", raising=False)
