@@ -27,7 +27,8 @@ Retries (``retries``, ``request_retries``), only where they are safe:
   request never reached the runtime; httpx's transport tries again, ``retries`` times, after
   0, 0.5, 1, 2 ... s;
 - an HTTP 5xx, or a connection dropped before the answer came: the runtime may have begun the
-  request. It is sent again as a new request, ``retries`` times at most (after 0.5, 1, 2 ... s).
+  request. It is sent again as a new request, ``retries`` times at most (after 0.5, 1, 2 ... s;
+  the policy is a ``tenacity.Retrying``).
   A generate request that carries a request id (``rid``: one that its caller can abort) gets a
   fresh one each time, so that it cannot collide with the first one, which may still be running
   on the runtime, and is registered anew in its cancel scope (an abort reaches it; a scope
@@ -48,12 +49,12 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 import uuid
 from typing import Callable, Iterator, List, Optional
 
 import httpx
 import orjson
+import tenacity
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 from sglang.lang.chat_template import get_chat_template_by_model_path
@@ -80,6 +81,12 @@ ASK_RUNTIME = "runtime"
 def _dumps(payload) -> bytes:
     """JSON of a request; non-string keys become strings, as ``json.dumps`` makes them."""
     return orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _resendable(error: BaseException) -> bool:
+    """Whether a failed request may be sent again: an HTTP 5xx, or a connection dropped before
+    the answer came (the errors that say so)."""
+    return getattr(error, "resend", False)
 
 
 class Endpoint(RuntimeEndpoint):
@@ -156,18 +163,24 @@ class Endpoint(RuntimeEndpoint):
                                   payload, renew)
 
     def _with_resends(self, attempt, payload, renew):
-        for tried in range(1, self.retries + 2):
-            try:
-                return attempt(payload)
-            except RuntimeCallError as e:
-                resend = getattr(e, "resend", False)
-                if not resend or tried > self.retries:
-                    if resend and tried > 1:
-                        raise type(e)(f"{e} (tried {tried} times)") from e
-                    raise
-            time.sleep(self.backoff * 2 ** (tried - 1))
+        sending = [payload]
+
+        def renew_before_resend(_state) -> None:  # raises Cancelled if the scope was cancelled
             if renew is not None:
-                payload = renew(payload)
+                sending[0] = renew(sending[0])
+
+        resends = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff),
+            retry=tenacity.retry_if_exception(_resendable), before_sleep=renew_before_resend,
+            reraise=True)
+        try:
+            return resends(lambda: attempt(sending[0]))
+        except RuntimeCallError as e:
+            tried = resends.statistics.get("attempt_number", 1)
+            if _resendable(e) and tried > 1:
+                raise type(e)(f"{e} (tried {tried} times)") from e
+            raise
 
     def _send(self, path, payload, timeout, method, parse):
         limit = self.timeout if timeout is None else timeout

@@ -33,8 +33,9 @@ class SpecReasonConfig:
     9
     """
 
-    #: accept a drafted step when its judge score is >= threshold (0 accepts every step,
-    #: 10 accepts none: the base model then writes every step).
+    #: accept a drafted step when its judge score is >= threshold (0 accepts every step; at 10
+    #: drafts are still written and judged, and only a top score of 10 passes, e.g. when all
+    #: drafts agree; the base-only mode writes every step with no draft).
     threshold: float = 7.0
     #: the judge that scores a drafted step (0..10, higher is better): a name in
     #: ``sgl_specreason.judges.JUDGES`` ("greedy" and "average" ask the paper's question,

@@ -26,7 +26,10 @@ from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
-    "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft, 10 none)",
+    "threshold": "accept a drafted step when its score >= this (0..10; 0 keeps every draft; at 10 "
+                 "drafts are still written and judged, and only a top score of 10 passes, e.g. "
+                 "all drafts agreeing or a step the base model is certain of; the base mode "
+                 "writes every step with no draft)",
     "score_method": "; ".join(f"{name}: {judge.help}" for name, judge in JUDGES.items()),
     "token_budget": "stop after this many kept output tokens",
     "step_max_tokens": "new tokens per reasoning step at most",
