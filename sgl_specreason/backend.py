@@ -71,8 +71,19 @@ from sgl_specreason.errors import (
 
 _TOO_LONG = re.compile(r"longer than the model's context length|exceeds the maximum|too long", re.I)
 
-#: seconds an idle keep-alive connection is kept: less than SGLang's server keeps it (5 s)
-KEEPALIVE_S = 4.0
+#: seconds SGLang's HTTP server keeps an idle connection (``SGLANG_TIMEOUT_KEEP_ALIVE`` unset)
+SGLANG_KEEPALIVE_S = 5
+
+
+def client_keepalive(server_keepalive_s: float) -> float:
+    """Seconds the client keeps an idle connection to a server that keeps it
+    ``server_keepalive_s``: one less, so that a request is never sent on a connection the
+    server is closing."""
+    return float(server_keepalive_s - 1)
+
+
+#: seconds an idle keep-alive connection is kept by default (for SGLang's 5 s)
+KEEPALIVE_S = client_keepalive(SGLANG_KEEPALIVE_S)
 
 #: ``tokenizer=`` value that always asks the runtime
 ASK_RUNTIME = "runtime"

@@ -21,7 +21,7 @@ from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.judges import JUDGES
 from sgl_specreason.runner import RuntimeOptions, stopping
-from sgl_specreason.backend import KEEPALIVE_S
+from sgl_specreason.backend import KEEPALIVE_S, SGLANG_KEEPALIVE_S, client_keepalive
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
 from sgl_specreason.trace import BASE, DRAFT
 
@@ -143,9 +143,10 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                             "when that is more)")
     group.add_argument("--keep-alive", type=positive_float, metavar="SECONDS", dest="keepalive_s",
                        help=f"seconds an idle connection to a given URL is kept (default {KEEPALIVE_S:g}: "
-                            f"SGLang's servers close theirs after 5 s; scripts/launch_runtimes.py starts "
-                            f"them with SGLANG_TIMEOUT_KEEP_ALIVE={LOCAL_KEEPALIVE_S}, so "
-                            f"{LOCAL_KEEPALIVE_S - 1} suits those); local servers need nothing")
+                            f"SGLang's servers close theirs after {SGLANG_KEEPALIVE_S} s; "
+                            f"scripts/launch_runtimes.py starts them with "
+                            f"SGLANG_TIMEOUT_KEEP_ALIVE={LOCAL_KEEPALIVE_S}, so "
+                            f"{client_keepalive(LOCAL_KEEPALIVE_S):g} suits those); local servers need nothing")
     for role in (DRAFT, BASE):
         group.add_argument(f"--{role}-tokenizer", metavar="FOLDER",
                            help=f"local tokenizer folder of the {role} model: token counts are "

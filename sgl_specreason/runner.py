@@ -15,7 +15,7 @@ import jsonlines
 from sglang.lang.global_config import global_config
 
 from sgl_specreason import models
-from sgl_specreason.backend import KEEPALIVE_S, Endpoint
+from sgl_specreason.backend import KEEPALIVE_S, Endpoint, client_keepalive
 from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
@@ -96,7 +96,10 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
         for role in roles:
             urls = replica_urls(getattr(opts, f"{role}_url") or servers[role].url)
             # a role with a local server has no URL of its own: under what that server keeps
-            keepalive = servers[role].spec.keepalive_s - 1 if role in servers else opts.keepalive_s or KEEPALIVE_S
+            if role in servers:
+                keepalive = client_keepalive(servers[role].spec.keepalive_s)
+            else:
+                keepalive = opts.keepalive_s or KEEPALIVE_S
             replicas = []
             for url in urls:
                 backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
