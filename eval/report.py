@@ -317,18 +317,26 @@ def interpolate(points: Sequence[tuple], x: float) -> Optional[float]:
     return None
 
 
-def same_problem_rows(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], rule: dict) -> List[dict]:
-    """The rows of the random control and the two models alone, recomputed over ``rule``'s own
-    problems (a mode that did not run all of them is left out): modes run on more problems than
-    the rule must not be compared with it over a different set."""
+def shared_problems(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], rule: dict) -> set:
+    """The problems of ``rule`` that every mode of the random control and the two models alone on
+    its data set also ran: the set it is compared with random over."""
     ids = {r["problem_id"] for r in chosen[rule["dataset"], rule["mode"]]}
+    for row in rows:
+        if row["dataset"] == rule["dataset"] and (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
+            ids &= {r["problem_id"] for r in chosen[row["dataset"], row["mode"]]}
+    return ids
+
+
+def same_problem_rows(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], dataset: str,
+                      ids: set) -> List[dict]:
+    """The rows of the random control and the two models alone, recomputed over the problems
+    ``ids`` (which each of them ran): modes run on more problems than a rule must not be compared
+    with it over a different set."""
     out = []
     for row in rows:
-        if row["dataset"] != rule["dataset"] or not (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
+        if row["dataset"] != dataset or not (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
             continue
         mine = [r for r in chosen[row["dataset"], row["mode"]] if r["problem_id"] in ids]
-        if {r["problem_id"] for r in mine} != ids:
-            continue
         out.append({**row, "pass_at_1": pass_at_1(mine)[1],
                     "acceptance_rate": merged_totals(mine).acceptance_rate if is_random(row["mode"]) else None})
     return out
@@ -337,18 +345,27 @@ def same_problem_rows(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], rul
 def against_random(rows: Sequence[dict], chosen: Optional[Dict[tuple, List[dict]]] = None) -> List[dict]:
     """Each speculating mode's pass@1 against the random control at its own acceptance rate,
     read off the line through the random modes (and the two models alone at 0 and 1). With
-    ``chosen`` (each (dataset, mode)'s records), that line is drawn over the rule's own problems."""
+    ``chosen`` (each (dataset, mode)'s records), both sides are taken over the problems the rule
+    shares with the control (``shared_problems``): the rule's own, unless the control ran fewer."""
     out = []
     for r in rows:
         if r["acceptance_rate"] is None or is_random(r["mode"]) or r["pass_at_1"] is None:
             continue
-        reference = rows if chosen is None else same_problem_rows(rows, chosen, r)
-        line = random_line(reference, r["dataset"])
-        if not any(is_random(x["mode"]) for x in reference if x["dataset"] == r["dataset"]):
+        if not any(is_random(x["mode"]) for x in rows if x["dataset"] == r["dataset"]):
             continue
-        expected = interpolate(line, r["acceptance_rate"])
-        out.append({"dataset": r["dataset"], "mode": r["mode"], "acceptance": r["acceptance_rate"],
-                    "pass_at_1": r["pass_at_1"], "random_pass_at_1": expected,
+        problems, reference = r.get("problems"), rows
+        if chosen is not None:
+            ids = shared_problems(rows, chosen, r)
+            mine = [x for x in chosen[r["dataset"], r["mode"]] if x["problem_id"] in ids]
+            if not mine:
+                continue
+            reference = same_problem_rows(rows, chosen, r["dataset"], ids)
+            problems = len(ids)
+            r = {**r, "pass_at_1": pass_at_1(mine)[1], "acceptance_rate": merged_totals(mine).acceptance_rate}
+        expected = interpolate(random_line(reference, r["dataset"]), r["acceptance_rate"])
+        out.append({"dataset": r["dataset"], "mode": r["mode"], "problems": problems,
+                    "acceptance": r["acceptance_rate"], "pass_at_1": r["pass_at_1"],
+                    "random_pass_at_1": expected,
                     "margin": None if expected is None else r["pass_at_1"] - expected})
     return out
 
@@ -358,12 +375,13 @@ def against_random_markdown(comparisons: Sequence[dict]) -> List[str]:
         return []
     lines = ["", "Against the random control (a rule must beat random acceptance at its own rate; "
              "random's pass@1 there is read off the line through the measured random modes, with the "
-             "base model alone at 0 % and the draft model alone at 100 %, all over the rule's own problems):", "",
-             "| dataset | mode | acceptance | pass@1 | random at that acceptance | margin |",
-             "|---|---|---:|---:|---:|---:|"]
+             "base model alone at 0 % and the draft model alone at 100 %, all over the problems the rule shares with "
+             "them):", "",
+             "| dataset | mode | problems | acceptance | pass@1 | random at that acceptance | margin |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for c in comparisons:
         margin = "-" if c["margin"] is None else f"{100 * c['margin']:+.1f} pp"
-        lines.append(f"| {c['dataset']} | {c['mode']} | {_fmt(c['acceptance'], pct=True)} "
+        lines.append(f"| {c['dataset']} | {c['mode']} | {c['problems']} | {_fmt(c['acceptance'], pct=True)} "
                      f"| {_fmt(c['pass_at_1'], pct=True)} | {_fmt(c['random_pass_at_1'], pct=True)} "
                      f"| {margin} |")
     return lines

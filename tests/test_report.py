@@ -245,7 +245,7 @@ def test_each_rule_is_compared_with_random_acceptance_at_its_own_rate():
     assert against_random([r for r in rows if "random" not in r["mode"]]) == []
 
 
-def test_a_rule_run_on_fewer_problems_is_compared_with_random_over_its_own_problems():
+def test_a_rule_is_compared_with_random_over_the_problems_both_ran():
     """A rule stopped after 2 problems must not meet a random line drawn over 4: on problems
     0-1 random and base were right on both, so the rule's 50 % is below random there, though
     above random's 25 % over all four."""
@@ -267,8 +267,15 @@ def test_a_rule_run_on_fewer_problems_is_compared_with_random_over_its_own_probl
     own = {c["mode"]: c for c in against_random(rows, chosen)}
     assert own["specreason-likelihood-numbers-9"]["random_pass_at_1"] == pytest.approx(1.0)
     assert own["specreason-likelihood-numbers-9"]["margin"] == pytest.approx(-0.5)
-    # a random mode that did not run all of the rule's problems is no reference
+    assert own["specreason-likelihood-numbers-9"]["problems"] == 2
+    # a rule run on more problems than the control (here random ran problem 0 only) is compared
+    # over the problems they share, both sides recomputed there: right on problem 0, as all were
     chosen["d", "specreason-random-5"] = chosen["d", "specreason-random-5"][:1]
+    shared = {c["mode"]: c for c in against_random(rows, chosen)}["specreason-likelihood-numbers-9"]
+    assert shared["problems"] == 1
+    assert (shared["pass_at_1"], shared["random_pass_at_1"], shared["margin"]) == (1.0, 1.0, 0.0)
+    # no problem shared: nothing to compare
+    chosen["d", "specreason-random-5"] = [dict(chosen["d", "specreason-random-5"][0], problem_id=7)]
     assert against_random(rows, chosen) == []
 
 
