@@ -291,6 +291,11 @@ def is_random(mode: str) -> bool:
     return mode.split("+")[0].startswith(("specreason-random-", "dropin-random-"))
 
 
+def control_rows(rows: Sequence[dict], dataset: str) -> List[dict]:
+    """The rows of the random control and the two models alone (its ends) on ``dataset``."""
+    return [r for r in rows if r["dataset"] == dataset and (is_random(r["mode"]) or r["mode"] in (BASE, DRAFT))]
+
+
 def random_line(rows: Sequence[dict], dataset: str) -> List[tuple]:
     """(acceptance, pass@1) of the random control on ``dataset``: its measured modes, with the
     base model alone at 0 and the draft model alone at 1 where they were run, sorted."""
@@ -321,9 +326,8 @@ def shared_problems(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], rule:
     """The problems of ``rule`` that every mode of the random control and the two models alone on
     its data set also ran: the set it is compared with random over."""
     ids = {r["problem_id"] for r in chosen[rule["dataset"], rule["mode"]]}
-    for row in rows:
-        if row["dataset"] == rule["dataset"] and (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
-            ids &= {r["problem_id"] for r in chosen[row["dataset"], row["mode"]]}
+    for row in control_rows(rows, rule["dataset"]):
+        ids &= {r["problem_id"] for r in chosen[row["dataset"], row["mode"]]}
     return ids
 
 
@@ -333,9 +337,7 @@ def same_problem_rows(rows: Sequence[dict], chosen: Dict[tuple, List[dict]], dat
     ``ids`` (which each of them ran): modes run on more problems than a rule must not be compared
     with it over a different set."""
     out = []
-    for row in rows:
-        if row["dataset"] != dataset or not (is_random(row["mode"]) or row["mode"] in (BASE, DRAFT)):
-            continue
+    for row in control_rows(rows, dataset):
         mine = [r for r in chosen[row["dataset"], row["mode"]] if r["problem_id"] in ids]
         out.append({**row, "pass_at_1": pass_at_1(mine)[1],
                     "acceptance_rate": merged_totals(mine).acceptance_rate if is_random(row["mode"]) else None})
@@ -507,9 +509,8 @@ def write_report(report: dict, out_dir: Path) -> List[Path]:
         ax.scatter(row["speedup"], 100 * row["pass_at_1"], label=f"{row['dataset']}/{row['mode']}",
                    marker="x" if is_random(row["mode"]) else "o")
     for ds in sorted({r["dataset"] for r in report["rows"]}):  # the random control, as a line
-        control = sorted((r["speedup"], 100 * r["pass_at_1"]) for r in report["rows"]
-                         if r["dataset"] == ds and r["speedup"] is not None and r["pass_at_1"] is not None
-                         and (is_random(r["mode"]) or r["mode"] in (BASE, DRAFT)))
+        control = sorted((r["speedup"], 100 * r["pass_at_1"]) for r in control_rows(report["rows"], ds)
+                         if r["speedup"] is not None and r["pass_at_1"] is not None)
         if len(control) > 1 and any(is_random(r["mode"]) for r in report["rows"] if r["dataset"] == ds):
             ax.plot(*zip(*control), linestyle="--", color="grey", linewidth=1)
     ax.set_xlabel(f"measured speedup over {report.get('baseline', BASE)} (x)")
