@@ -1,16 +1,8 @@
 """SpecReason as SGLang frontend-language programs."""
 
-from programs.specreason import (
-    base_step,
-    continuation,
-    draft_steps,
-    final_answer,
-    judge_steps,
-    one_gen,
-    reason,
-    specreason,
-    speculated_steps,
-)
+from programs.specreason import continuation, one_gen, reason, specreason, steps_for
+from programs.steps import Context, Steps
+from programs.subprograms import base_step, draft_steps, final_answer, judge_steps
 
 __all__ = ["draft_steps", "judge_steps", "base_step", "final_answer", "specreason", "reason",
-           "continuation", "one_gen", "speculated_steps"]
+           "continuation", "one_gen", "steps_for", "Context", "Steps"]

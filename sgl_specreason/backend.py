@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from typing import Callable, Iterator, List, Optional
 
@@ -100,6 +101,42 @@ def _resendable(error: BaseException) -> bool:
     return getattr(error, "resend", False)
 
 
+class RuntimeLoad:
+    """The generate requests this process has in flight to one runtime, and the seconds it had
+    any: the runtime's busy time as its clients see it. A ``with`` block counts one request.
+
+    >>> load = RuntimeLoad()
+    >>> with load:
+    ...     load.in_flight
+    1
+    >>> load.in_flight, load.busy_seconds() > 0
+    (0, True)
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self._busy_s = 0.0
+        self._since = 0.0
+
+    def __enter__(self) -> "RuntimeLoad":
+        with self._lock:
+            if self.in_flight == 0:
+                self._since = time.monotonic()
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._busy_s += time.monotonic() - self._since
+
+    def busy_seconds(self) -> float:
+        with self._lock:
+            return self._busy_s + (time.monotonic() - self._since if self.in_flight else 0.0)
+
+
 class Endpoint(RuntimeEndpoint):
     """``RuntimeEndpoint`` over one pooled HTTP client, with deadlines and errors naming the
     runtime.
@@ -123,6 +160,8 @@ class Endpoint(RuntimeEndpoint):
         self.connect_timeout = connect_timeout
         self.connections = connections
         self.keepalive = keepalive
+        #: generate requests in flight and busy time (read by ``speculation`` and load tests)
+        self.load = RuntimeLoad()
         headers = {"Content-Type": "application/json; charset=utf-8"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -267,7 +306,7 @@ class Endpoint(RuntimeEndpoint):
 
     def generate(self, s, sampling_params):
         data = self._payload(s, sampling_params)
-        with _Scoped(s, self) as scoped:
+        with self.load, _Scoped(s, self) as scoped:
             obj = self.request("/generate", scoped.first(data), renew=scoped.renew)
         return obj["text"], obj["meta_info"]
 
@@ -276,7 +315,7 @@ class Endpoint(RuntimeEndpoint):
         within the read deadline. Sent again only while nothing has come back."""
         data = self._payload(s, sampling_params)
         data["stream"] = True
-        with _Scoped(s, self) as scoped:
+        with self.load, _Scoped(s, self) as scoped:
             response = self._with_resends(self._open_stream, scoped.first(data), scoped.renew)
             try:
                 yield from self._chunks(response)

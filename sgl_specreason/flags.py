@@ -20,6 +20,7 @@ from sgl_specreason import models
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.judges import JUDGES
+from sgl_specreason.speculation import POLICIES
 from sgl_specreason.runner import RuntimeOptions, stopping
 from sgl_specreason.backend import KEEPALIVE_S, SGLANG_KEEPALIVE_S, client_keepalive
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
@@ -38,6 +39,11 @@ CONFIG_HELP = {
     "pipeline": "draft the next step while this one is judged (aborted if it is rejected)",
     "race_base_step": "start the base model's own step together with the judgement; abort the loser",
     "first_n_base_steps": "the base model writes the first N steps",
+    "speculate": "when to draft and judge a step: always; never (the base model writes every "
+                 "step, same program); auto (per step, whichever the costs just measured on the "
+                 "runtimes at their current load, and the acceptance so far, say is cheaper: "
+                 "draft + judge + rewrite if rejected, or the base model writing it; a few "
+                 "declined steps are still speculated to keep those figures current)",
     "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
     "seed": "sampling seed of the local runtimes",
     "request_timeout": "seconds a runtime request may take",
@@ -83,7 +89,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = {int: int, float: float, str: str}.get(type(default), int)
         if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
             kind = float
-        extra = {"choices": list(JUDGES)} if f.name == "score_method" else {}
+        extra = {"score_method": {"choices": list(JUDGES)},
+                 "speculate": {"choices": list(POLICIES)}}.get(f.name, {})
         group.add_argument(flag, type=kind, default=None,
                            help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} ({default_help(f.name)})",
                            **extra)

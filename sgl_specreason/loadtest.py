@@ -2,10 +2,12 @@
 
 Closed loop: ``c`` clients, each solving one problem after another, for ``c`` in the levels
 given. Open loop: problems arrive as a seeded Poisson process at a given rate, whatever is still
-running. Each level is bounded by a number of problems and by a time limit, and runs every mode
-on the same problems, one mode after the other. Per level and mode: problems/s, output tokens/s,
-latency percentiles per problem and per step, acceptance, judge calls/s, cache hits per runtime
-(from ``meta_info``), errors, and what the client itself costs: its own time per step (step wall
+running. Each level is bounded by a number of problems and by a time limit, and runs every
+variant (a mode, under a speculation policy) on the same problems, one after the other. Per
+level and variant: problems/s, output and kept tokens/s, latency percentiles per problem and
+per step, pass@1, acceptance, the share of steps speculated, judge calls/s, cache hits per
+runtime (from ``meta_info``), each runtime's busy time (some request of this process in flight
+to it), errors, and what the client itself costs: its own time per step (step wall
 time minus the server time of its calls, as the runtimes report it; p50 and p99), its CPU time
 per step (all of the process's threads), the TCP connections it opened per problem (every
 ``connect`` of the process counted, whatever HTTP client makes it: ``count_connections``), and
@@ -21,17 +23,21 @@ import resource
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sgl_specreason.calls import POLL_S, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import Problem
-from sgl_specreason.modes import program_call
+from sgl_specreason.modes import get_mode, program_call
 from sgl_specreason.runner import summary
+from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -43,6 +49,31 @@ class Level:
     @property
     def label(self) -> str:
         return f"concurrency {self.value:g}" if self.kind == "closed" else f"rate {self.value:g}/s"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What one column of a load test runs: a mode under a config (its speculation policy)."""
+
+    label: str
+    mode: str
+    cfg: SpecReasonConfig
+
+
+def variants(modes: Sequence[str], cfg: SpecReasonConfig, policies: Sequence[str] = ()) -> List[Variant]:
+    """Each mode under ``cfg``; with ``policies``, each mode that drafts and judges once per
+    policy, labelled ``mode/policy``.
+
+    >>> [v.label for v in variants(["specreason", "base"], SpecReasonConfig(), ["always", "auto"])]
+    ['specreason/always', 'specreason/auto', 'base']
+    """
+    out = []
+    for mode in modes:
+        if policies and get_mode(mode).judged:
+            out += [Variant(f"{mode}/{p}", mode, cfg.replace(speculate=p)) for p in policies]
+        else:
+            out.append(Variant(mode, mode, cfg))
+    return out
 
 
 _picks = itertools.count()
@@ -188,9 +219,11 @@ def client_overheads(results: Sequence[ProblemResult]) -> List[float]:
 
 
 def level_line(level: Level, mode: str, results: Sequence[ProblemResult], duration: float,
-               task: str, meter: Optional[ClientMeter] = None) -> dict:
+               task: str, meter: Optional[ClientMeter] = None,
+               busy_s: Optional[Dict[str, float]] = None) -> dict:
     """One JSON line in SGLang's benchmark style: the run summary plus the load figures; with
-    ``meter`` (the level measured by a ``ClientMeter``), the client's CPU time and connections."""
+    ``meter`` (the level measured by a ``ClientMeter``), the client's CPU time and connections;
+    with ``busy_s``, each runtime's busy seconds over the level."""
     line = summary(results, mode, task, duration)
     o = line["other"]
     ok = [r for r in results if not r.error]
@@ -212,6 +245,9 @@ def level_line(level: Level, mode: str, results: Sequence[ProblemResult], durati
         "client_overhead_ms_per_step": percentiles([1000 * x for x in client_overheads(ok)]),
         "client_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })
+    if busy_s is not None:
+        o["busy_s"] = busy_s
+        o["busy_share"] = {role: (s / duration if duration > 0 else None) for role, s in busy_s.items()}
     if meter is not None:
         opened = sum(meter.connections.values())
         o.update({
@@ -231,20 +267,23 @@ def markdown(lines: Sequence[dict]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}%"
 
-    out = ["| level | mode | problems | errors | problems/s | output tok/s | latency p50 / p90 / p99 s "
-           "| step p50 s | acceptance | judge calls/s | cache draft / base | client ms/step p50 / p99 "
+    out = ["| level | mode | problems | errors | problems/s | output tok/s | kept tok/s "
+           "| latency p50 / p90 / p99 s | step p50 s | pass@1 | acceptance | speculated "
+           "| judge calls/s | busy draft / base | cache draft / base | client ms/step p50 / p99 "
            "| client CPU ms/step | TCP connections/problem | client peak MB |",
-           "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
     for line in lines:
         o = line["other"]
         level = f"c={o['concurrency']:g}" if o["loop"] == "closed" else f"{o['request_rate']:g}/s"
-        lat, cache = o["problem_latency_s"], o["cache_hit_ratio"]
+        lat, cache, busy = o["problem_latency_s"], o["cache_hit_ratio"], o.get("busy_share") or {}
         out.append(
             f"| {level} | {line['backend']} | {line['num_requests']} | {o['errors']} | "
             f"{f(o['problems_per_s'], '.3f')} | {f(o['output_tokens_per_s'], '.1f')} | "
+            f"{f(o['kept_tokens_per_s'], '.1f')} | "
             f"{f(lat['p50'], '.1f')} / {f(lat['p90'], '.1f')} / {f(lat['p99'], '.1f')} | "
-            f"{f(o['step_latency_s']['p50'])} | "
-            f"{pct(o['acceptance_rate'])} | {f(o['judge_calls_per_s'])} | "
+            f"{f(o['step_latency_s']['p50'])} | {pct(line['accuracy'])} | "
+            f"{pct(o['acceptance_rate'])} | {pct(o.get('speculated_share'))} | "
+            f"{f(o['judge_calls_per_s'])} | {pct(busy.get(DRAFT))} / {pct(busy.get(BASE))} | "
             f"{pct(cache[DRAFT])} / {pct(cache[BASE])} | "
             f"{f(o['client_overhead_ms_per_step']['p50'], '.2f')} / "
             f"{f(o['client_overhead_ms_per_step']['p99'], '.2f')} | "
@@ -252,6 +291,61 @@ def markdown(lines: Sequence[dict]) -> str:
             f"{f(o.get('client_connections_per_problem'), '.2f')} | "
             f"{f(o.get('client_max_rss_mb'), '.0f')} |")
     return "\n".join(out)
+
+
+class LoadRecords:
+    """A load test's results in ``out_dir``, kept so that a stopped run goes on where it left off.
+
+    ``load_test.jsonl`` holds one summary line per level and variant that ran to its end;
+    ``problems.jsonl`` every problem as it finished, tagged with its level, its variant and the
+    id of the run of that level and variant (``run_id``). A rerun skips what has a summary and
+    runs the rest again from its start (a level's throughput is only meaningful whole); the
+    problems of a run that did not finish stay in the file under a ``run_id`` that no summary
+    names, so nothing is lost and nothing is counted twice.
+    """
+
+    def __init__(self, out_dir: Path, start_over: bool = False, log=print):
+        self.summaries = ResultStore(Path(out_dir) / "load_test.jsonl", log=log)
+        self.problems = ResultStore(Path(out_dir) / "problems.jsonl", log=log)
+        if start_over:
+            for store in (self.summaries, self.problems):
+                with store.append(start_over=True):
+                    pass
+
+    @staticmethod
+    def key(level: Level, label: str) -> Tuple[str, float, str]:
+        return level.kind, float(level.value), label
+
+    def finished(self) -> Dict[Tuple[str, float, str], dict]:
+        """The summary line of each level and variant that ran to its end (the latest one)."""
+        out = {}
+        for line in self.summaries.read("backend"):
+            o = line.get("other") or {}
+            value = o.get("concurrency") if o.get("loop") == "closed" else o.get("request_rate")
+            out[(o.get("loop"), float(value), line["backend"])] = line
+        return out
+
+    def problems_of(self, run_id: str) -> List[dict]:
+        return [r for r in self.problems.read("run_id") if r["run_id"] == run_id]
+
+    @contextmanager
+    def run(self, level: Level, label: str) -> Iterator[Tuple[str, Callable[[ProblemResult], None]]]:
+        """A new run of ``level`` and ``label``: its id, and a function that appends a finished
+        problem (any thread) at once."""
+        run_id = uuid.uuid4().hex
+        lock = threading.Lock()
+        with self.problems.append() as writer:
+            def record(result: ProblemResult) -> None:
+                with lock:
+                    writer.write({**result.to_dict(), "level": level.label, "variant": label,
+                                  "run_id": run_id})
+            yield run_id, record
+
+    def finish(self, line: dict, run_id: str) -> None:
+        """The summary of a run that ended: from now on its level and variant are done."""
+        line["other"]["run_id"] = run_id
+        with self.summaries.append() as writer:
+            writer.write(line)
 
 
 def plot(lines: Sequence[dict], path) -> None:

@@ -302,6 +302,8 @@ def summary(results: Sequence[ProblemResult], mode: str, task: str, latency: flo
             "bad_inputs": [b.error for b in bad],
             "acceptance_rate": totals.acceptance_rate,
             "steps": totals.steps,
+            "policy_steps": totals.policy_steps,
+            "speculated_share": totals.speculated_share,
             "judge_calls": totals.judge_calls,
             "draft_tokens": totals.draft_tokens,
             "base_tokens": totals.base_tokens,
@@ -339,6 +341,8 @@ def print_summary(line: dict, stream: TextIO = sys.stdout) -> None:
         ("wall time", f"{line['latency']:.1f} s"),
         ("acceptance", f"{pct(o['acceptance_rate'])} of {o['steps']} steps "
                        f"({o['judge_calls']} judge calls)"),
+        ("speculation", f"{pct(o['speculated_share'])} of the {o['policy_steps']} steps the policy "
+                        "chose for were drafted and judged"),
         ("tokens", f"draft {o['draft_tokens']} written / {o['kept_draft_tokens']} kept, "
                    f"base {o['base_tokens']} written / {o['kept_base_tokens']} kept"),
         ("cache hits", f"draft {pct(o['cache_hit_ratio'][DRAFT])}, base {pct(o['cache_hit_ratio'][BASE])}"),

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from sgl_specreason.speculation import CHOICES, speculates
+
 DRAFT = "draft"
 BASE = "base"
 
@@ -58,6 +60,11 @@ class Step:
     #: the kept text ended the generation (end of sequence or a caller's stop string) instead
     #: of a step separator or the length limit; read by the drop-in backend's continuation
     ended: bool = False
+    #: why the step was or was not speculated (``sgl_specreason.speculation``): "speculate",
+    #: "base" (the policy gave it to the base model), "probe-speculate" / "probe-base" (auto
+    #: took the other side to measure it again), "first" (one of the first
+    #: ``first_n_base_steps``); "" for the baselines
+    choice: str = ""
     wall_s: float = 0.0
     calls: List[Call] = field(default_factory=list)
 
@@ -75,6 +82,10 @@ class Totals:
     judged_steps: int = 0
     accepted_steps: int = 0
     judge_calls: int = 0
+    #: steps the speculation policy chose for (all but the first ``first_n_base_steps``), and
+    #: of those the ones it speculated (probes included)
+    policy_steps: int = 0
+    speculated_steps: int = 0
     draft_tokens: int = 0  # all tokens the draft model produced, kept or not
     base_tokens: int = 0  # tokens the base model produced (steps and answer)
     kept_draft_tokens: int = 0
@@ -94,6 +105,11 @@ class Totals:
     def cache_hit_ratio(self, role: str) -> Optional[float]:
         prompt = self.prompt_tokens.get(role, 0)
         return self.cached_tokens.get(role, 0) / prompt if prompt else None
+
+    @property
+    def speculated_share(self) -> Optional[float]:
+        """Of the steps the policy chose for, the share it speculated."""
+        return self.speculated_steps / self.policy_steps if self.policy_steps else None
 
     @property
     def judge_s_mean(self) -> Optional[float]:
@@ -129,6 +145,9 @@ class Totals:
 
     def add_step(self, step: Step) -> None:
         self.steps += 1
+        if step.choice in CHOICES:
+            self.policy_steps += 1
+            self.speculated_steps += speculates(step.choice)
         if step.score is not None:
             self.judged_steps += 1
             self.accepted_steps += step.source == DRAFT
@@ -151,6 +170,7 @@ class Totals:
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
         out["acceptance_rate"] = self.acceptance_rate
+        out["speculated_share"] = self.speculated_share
         out["cache_hit_ratio"] = {role: self.cache_hit_ratio(role) for role in (DRAFT, BASE)}
         out["ms_per_token"] = {role: self.ms_per_token(role) for role in (DRAFT, BASE)}
         out["judge_s_mean"] = self.judge_s_mean

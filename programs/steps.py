@@ -1,0 +1,178 @@
+"""One SpecReason step, in the paper's order: the draft model writes it, the base model scores
+it, and it is kept, or the base model writes the step itself.
+
+``Steps.next`` is that step; the top programs (``programs.specreason``) call it in their loop.
+Before drafting, the speculation policy (``cfg.speculate``, ``sgl_specreason.speculation``)
+may give the step to the base model instead; every call is timed and handed to the live costs
+that ``auto`` decides from. ``programs.overlapped`` is the same step with work begun on a
+guess while the step is judged.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+from programs.subprograms import base_step, draft_steps, judge_steps
+from sgl_specreason.calls import call, step_spans
+from sgl_specreason.judges import NOTHING, QUESTION, Candidates, get_judge
+from sgl_specreason.speculation import FIRST, live_costs, load_of, speculates
+from sgl_specreason.stopping import clean_step
+from sgl_specreason.templates import STEP_SEPARATOR
+from sgl_specreason.trace import BASE, DRAFT, Call, Step
+
+Reply = Tuple[str, dict]  # a gen's text and meta_info
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the steps continue: the question (and choices) the prompts are rendered for, how a
+    step is cleaned before it is kept, where a step stops, and the kept tokens allowed in all
+    (None: only ``cfg.step_max_tokens`` per step)."""
+
+    question: str
+    choices: Optional[Sequence[str]] = None
+    tidy: Callable[[str], str] = clean_step
+    stop: Union[str, List[str]] = STEP_SEPARATOR
+    budget: Optional[int] = None
+
+
+class Steps:
+    """The steps of one problem (or one continued text), one ``next`` call each."""
+
+    def __init__(self, draft, base, ctx: Context, cfg):
+        self.draft, self.base, self.ctx, self.cfg = draft, base, ctx, cfg
+        self.judge_ = get_judge(cfg.score_method)
+        self.costs = live_costs(draft.backend, base.backend)
+        self.rule = (cfg.score_method, cfg.threshold, cfg.num_drafts)
+
+    def next(self, texts: List[str], kept: int) -> Step:
+        """The step after ``texts`` (``kept`` tokens kept so far)."""
+        started = time.perf_counter()
+        limit = self.room(kept)
+        choice = self.choose(texts)
+        if not speculates(choice):  # one of the first steps, or the base model is cheaper now
+            step = self.base_writes(texts, limit)
+        else:
+            # 1. the draft model writes the step (num_drafts candidates)
+            drafts = self.drafts(texts, limit)
+            # 2. the base model scores it (or the drafts score each other)
+            step = self.judged(texts, drafts)
+            # 3. keep it, or the base model writes the step itself
+            if step.score < self.cfg.threshold:
+                step.replace_with(self.base_writes(texts, limit))
+        step.choice = choice
+        step.wall_s = time.perf_counter() - started
+        return step
+
+    def close(self) -> None:
+        """Stop what is still under way (the plain step leaves nothing)."""
+
+    # -- the parts of a step --------------------------------------------------------------------
+    def choose(self, texts: List[str]) -> str:
+        """The base model writes the first ``first_n_base_steps``; then the policy chooses."""
+        if len(texts) < self.cfg.first_n_base_steps:
+            return FIRST
+        return self.costs.choose(self.cfg.speculate, self.rule, load_of(self.draft.backend),
+                                 load_of(self.base.backend))
+
+    def room(self, used: int) -> int:
+        """New tokens the next step may take, with ``used`` kept tokens of the budget spent."""
+        budget = self.ctx.budget
+        step_max = self.cfg.step_max_tokens
+        return step_max if budget is None else max(1, min(step_max, budget - used))
+
+    def drafts(self, texts: List[str], limit: int, cancel=None) -> List[Reply]:
+        """``num_drafts`` candidates from the draft runtime, forked from one cached prefix."""
+        cfg, ctx = self.cfg, self.ctx
+        load, started = load_of(self.draft.backend), time.perf_counter()
+        drafts = call(draft_steps, self.draft.backend,
+                      prompt=self.draft.template.reasoning(ctx.question, texts, ctx.choices),
+                      num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
+                      top_p_=cfg.top_p, stops=ctx.stop, logprobs=self.judge_.needs_draft_logprobs,
+                      cancel=cancel)
+        self.costs.drafted(load, time.perf_counter() - started, max(map(tokens_of, drafts)))
+        return drafts
+
+    def judged(self, texts: List[str], drafts: List[Reply]) -> Step:
+        """Each draft judged with ``cfg.score_method``; the best scoring one as a step."""
+        load, started = load_of(self.base.backend), time.perf_counter()
+        candidates = [self.ctx.tidy(text) for text, _ in drafts]
+        verdicts, lengths = [], []
+        if self.judge_.asks != NOTHING:
+            verdicts, lengths = self.ask_base(texts, candidates)
+        scores = self.judge_.score(Candidates(self.ctx.question, len(texts), self.cfg.seed, candidates,
+                                              [m for _, m in drafts], verdicts, lengths))
+        best = max(range(len(drafts)), key=lambda i: scores[i].value)
+        text, meta = drafts[best]
+        tokens = tokens_of(drafts[best])
+        step = Step(len(texts), DRAFT, candidates[best], tokens, draft_text=text, draft_tokens=tokens,
+                    score=scores[best].value, score_digits=scores[best].digits,
+                    score_signals=scores[best].signals, draft_scores=[sc.value for sc in scores],
+                    ended=ended(meta),
+                    calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
+                    + [Call.from_meta(BASE, "judge", v) for v in verdicts])
+        self.costs.judged(load, time.perf_counter() - started, self.rule,
+                          step.score >= self.cfg.threshold)
+        return step
+
+    def ask_base(self, texts: List[str], candidates: List[str]):
+        """The base runtime's reply on each candidate (one prefill, one token each), and each
+        candidate's length in base tokens (for judges that read the step's own log-probs)."""
+        q, choices, template = self.ctx.question, self.ctx.choices, self.base.template
+        prefix = template.reasoning(q, texts, choices)
+        if self.judge_.asks == QUESTION:  # the paper's question after the step
+            prompts = [template.judge(q, texts + [c], choices) for c in candidates]
+            start_, lengths = None, [None] * len(candidates)
+        else:  # the step's own log-probabilities, read from one prefill of it
+            prompts = [template.reasoning(q, texts + [c], choices) for c in candidates]
+            start_, lengths = step_spans(self.base.backend, prefix, candidates)
+        verdicts = call(judge_steps, self.base.backend, prefix=prefix,
+                        continuations=[p[len(prefix):] for p in prompts],
+                        top_logprobs=self.cfg.judge_top_logprobs, logprob_start=start_)
+        return verdicts, lengths
+
+    def base_reply(self, texts: List[str], limit: int, cancel=None) -> Reply:
+        """The base model's own next step, as the runtime sent it."""
+        load, started = load_of(self.base.backend), time.perf_counter()
+        reply = own_reply(self.base, self.ctx, texts, self.cfg, limit, cancel)
+        self.costs.base_wrote(load, time.perf_counter() - started, tokens_of(reply))
+        return reply
+
+    def base_writes(self, texts: List[str], limit: int, reply: Optional[Reply] = None) -> Step:
+        """The next step written by the base model (``reply``: its reply, if already asked)."""
+        return own_step(self.base, self.ctx, texts, reply or self.base_reply(texts, limit))
+
+
+# -- what the baselines share with the steps ---------------------------------------------------
+
+def own_reply(role, ctx: Context, texts: List[str], cfg, limit: int, cancel=None) -> Reply:
+    """``role``'s model writes the next step itself."""
+    return call(base_step, role.backend, prompt=role.template.reasoning(ctx.question, texts, ctx.choices),
+                max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
+                stops=ctx.stop, cancel=cancel)
+
+
+def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
+    """A step of ``role``'s own writing, from its reply."""
+    text, meta = reply
+    tokens = tokens_of(reply)
+    step = Step(len(texts), role.name, ctx.tidy(text), tokens, ended=ended(meta),
+                calls=[Call.from_meta(role.name, "step", meta)])
+    if role.name == BASE:
+        step.base_text, step.base_tokens = text, tokens
+    else:
+        step.draft_text, step.draft_tokens = text, tokens
+    return step
+
+
+def tokens_of(reply: Reply) -> int:
+    return reply[1].get("completion_tokens", 0)
+
+
+def ended(meta: dict) -> bool:
+    """The reply ended the text (end of sequence or a caller's stop string), not at a step
+    separator or the length limit."""
+    finish = meta.get("finish_reason") or {}
+    return isinstance(finish, dict) and finish.get("type") == "stop" and finish.get("matched") != STEP_SEPARATOR

@@ -1,0 +1,191 @@
+"""When to speculate a step: ``always`` (SpecReason as the paper runs it), ``never`` (the base
+model writes every step, through the same program), or ``auto``, which decides at each step
+whether drafting and judging it is cheaper than letting the base model write it.
+
+``auto`` compares the expected seconds of one step of L tokens both ways:
+
+    speculate:  d·L + j + (1 − a)·b·L     draft it, judge it, and rewrite it if it is rejected
+    base:       b·L                        the base model writes it
+
+- d, b: seconds per token of the draft and the base runtime on the calls just made, at the
+  load each runtime has now (requests this process has in flight to it);
+- j: seconds of a judgement at that load;
+- a: the share of judged steps kept lately, for this judge and threshold;
+- L: the tokens of recent drafted steps.
+
+Every figure is an exponentially weighted mean of what the program measured around its own
+calls (wall time, so queueing at a busy runtime counts), shared by every problem that runs on
+the same pair of runtimes (``live_costs``). A figure not yet known is learnt first: ``auto``
+takes the choice that measures it. And a choice whose figures have not been measured for
+``PROBE_EVERY`` decisions is taken once (recorded as a probe), so that both sides' figures stay
+current as the load changes: a base model that writes no step while drafts pass, or drafts
+not written while the base model is cheaper, would otherwise be judged on old figures.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, Optional
+
+#: the policies a config, a flag or a request can name
+POLICIES = ("always", "never", "auto")
+
+#: what a step's ``choice`` records
+SPECULATE = "speculate"  # drafted and judged
+BASE = "base"  # the base model wrote it, by the policy's choice
+#: the other choice than the figures say, taken to measure it again (auto)
+PROBE_SPECULATE = "probe-speculate"
+PROBE_BASE = "probe-base"
+FIRST = "first"  # the base model wrote it as one of the first ``first_n_base_steps``
+#: the choices the policy makes (FIRST is the config's)
+CHOICES = (SPECULATE, BASE, PROBE_SPECULATE, PROBE_BASE)
+
+#: a side whose figures are this many decisions old is taken once, as a probe
+PROBE_EVERY = 8
+#: weight of the newest measurement in each running mean
+WEIGHT = 0.25
+
+
+@dataclass
+class Mean:
+    """An exponentially weighted running mean (None until the first value)."""
+
+    value: Optional[float] = None
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else (1 - WEIGHT) * self.value + WEIGHT * x
+
+
+@dataclass
+class ByLoad:
+    """Running means of a cost, one per load (requests in flight to the runtime when the call
+    began); read at a load, the mean of the nearest load measured.
+
+    >>> cost = ByLoad()
+    >>> cost.add(0, 1.0); cost.add(4, 3.0)
+    >>> cost.at(1), cost.at(3), ByLoad().at(0)
+    (1.0, 3.0, None)
+    """
+
+    means: Dict[int, Mean] = field(default_factory=dict)
+
+    def add(self, load: int, x: float) -> None:
+        self.means.setdefault(load, Mean()).add(x)
+
+    def at(self, load: int) -> Optional[float]:
+        if not self.means:
+            return None
+        return self.means[min(self.means, key=lambda n: (abs(n - load), n))].value
+
+
+@dataclass
+class Estimate:
+    """The figures of one decision and what they say (both in seconds per step)."""
+
+    speculate_s: Optional[float]
+    base_s: Optional[float]
+
+
+class LiveCosts:
+    """What speculating and not speculating cost on one pair of runtimes, as just measured."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.draft_s_per_token = ByLoad()
+        self.base_s_per_token = ByLoad()
+        self.judge_s = ByLoad()
+        self.step_tokens = Mean()
+        self.kept: Dict[Hashable, Mean] = {}  # acceptance per rule
+        #: decisions since each side was last measured
+        self.unmeasured = {SPECULATE: 0, BASE: 0}
+
+    # -- what the program tells it ------------------------------------------------------------
+    def drafted(self, load: int, seconds: float, tokens: int) -> None:
+        if tokens > 0:
+            with self.lock:
+                self.draft_s_per_token.add(load, seconds / tokens)
+                self.step_tokens.add(tokens)
+                self.unmeasured[SPECULATE] = 0
+
+    def judged(self, load: int, seconds: float, rule: Hashable, kept: bool) -> None:
+        with self.lock:
+            self.judge_s.add(load, seconds)
+            self.kept.setdefault(rule, Mean()).add(1.0 if kept else 0.0)
+
+    def base_wrote(self, load: int, seconds: float, tokens: int) -> None:
+        if tokens > 0:
+            with self.lock:
+                self.base_s_per_token.add(load, seconds / tokens)
+                self.unmeasured[BASE] = 0
+
+    # -- the decision ---------------------------------------------------------------------------
+    def estimate(self, rule: Hashable, draft_load: int, base_load: int) -> Estimate:
+        """Expected seconds of the next step speculated and written by the base; None for a
+        side whose figures are not all known yet."""
+        with self.lock:
+            d, j = self.draft_s_per_token.at(draft_load), self.judge_s.at(base_load)
+            b, length = self.base_s_per_token.at(base_load), self.step_tokens.value
+            a = self.kept[rule].value if rule in self.kept else None
+        base_s = None if None in (b, length) else b * length
+        if None in (d, j, a, base_s):
+            return Estimate(None if None in (d, j, a, length) else d * length + j, base_s)
+        return Estimate(d * length + j + (1 - a) * base_s, base_s)
+
+    def choose(self, policy: str, rule: Hashable, draft_load: int, base_load: int) -> str:
+        """``SPECULATE`` or ``BASE`` (or a probe of either) for the next step under ``policy``."""
+        if policy != "auto":
+            return SPECULATE if policy == "always" else BASE
+        est = self.estimate(rule, draft_load, base_load)
+        if est.speculate_s is None:
+            return SPECULATE  # learn what drafting and judging cost, and how often drafts pass
+        if est.base_s is None:
+            return BASE  # learn what the base model costs
+        choice, other = (SPECULATE, BASE) if est.speculate_s < est.base_s else (BASE, SPECULATE)
+        with self.lock:
+            for side in self.unmeasured:
+                self.unmeasured[side] += 1
+            if self.unmeasured[other] < PROBE_EVERY:
+                return choice
+            self.unmeasured[other] = 0
+        return PROBE_SPECULATE if other == SPECULATE else PROBE_BASE
+
+
+def speculates(choice: str) -> bool:
+    """Whether a step of this ``choice`` is drafted and judged."""
+    return choice in (SPECULATE, PROBE_SPECULATE)
+
+
+def reset() -> None:
+    """Forget every pair of runtimes' figures (a load test starts each level from nothing)."""
+    with _shared_lock:
+        _shared.clear()
+
+
+_shared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def _root(backend):
+    """The backend under any wrappers (a run's ``ScopedBackend`` wraps the shared endpoint)."""
+    while getattr(backend, "inner", None) is not None:
+        backend = backend.inner
+    return backend
+
+
+def live_costs(draft_backend, base_backend) -> LiveCosts:
+    """The ``LiveCosts`` of a pair of runtimes, shared by every program that runs on them."""
+    draft, base = _root(draft_backend), _root(base_backend)
+    with _shared_lock:
+        by_draft = _shared.setdefault(base, weakref.WeakKeyDictionary())
+        costs = by_draft.get(draft)
+        if costs is None:
+            costs = by_draft[draft] = LiveCosts()
+        return costs
+
+
+def load_of(backend) -> int:
+    """Requests this process has in flight to ``backend``'s runtime (0 when it does not count)."""
+    load = getattr(_root(backend), "load", None)
+    return load.in_flight if load is not None else 0
