@@ -365,9 +365,14 @@ def test_a_client_that_goes_away_mid_stream_has_its_run_aborted():
     with live_app(app) as (url, _server):
         with httpx.Client(timeout=30) as http:
             with http.stream("POST", url + "/v1/chat/completions", json={**CHAT, "stream": True}) as reply:
-                first = next(reply.iter_lines())
+                # the iterator is kept until the client leaves: a dropped one is finalized at once,
+                # and httpcore closes the connection when its stream's generator is closed, so the
+                # client would go away here, racing the second draft request it waits for below
+                lines = reply.iter_lines()
+                first = next(lines)
                 assert STEPS[0] in first
                 wait_until(lambda: len(draft.requests) == 2)  # the second step is being drafted
+                assert draft.requests[1].finish == {}  # and not aborted while the client is still here
         began = time.monotonic()
         wait_until(lambda: draft.requests[1].finish == {"type": "abort"})
         wait_until(lambda: not app.state.service.runs)
