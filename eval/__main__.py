@@ -1,5 +1,5 @@
 import sys
 
-from eval.run_eval import main
+from sgl_specreason.eval.run_eval import main
 
 sys.exit(main())

@@ -46,9 +46,9 @@ from typing import List, Optional, Sequence
 import jsonlines
 import numpy as np
 
-from eval import datasets
-from eval.judge_bench import auroc, bench_parser, call_cost, show
-from programs import draft_steps, final_answer, judge_steps
+from sgl_specreason.eval import datasets
+from sgl_specreason.eval.judge_bench import auroc, bench_parser, call_cost, show
+from sgl_specreason.programs import draft_steps, final_answer, judge_steps
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.flags import config_from_args, guarded, positive_int, runtime_options
 from sgl_specreason.config import SpecReasonConfig

@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence
 import jsonlines
 import numpy as np
 
-from eval.corrupt import KINDS, Pair, gsm8k_problems, make_pairs
-from programs import judge_steps
+from sgl_specreason.eval.corrupt import KINDS, Pair, gsm8k_problems, make_pairs
+from sgl_specreason.programs import judge_steps
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.flags import (
     add_config_flags,

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from eval.costs import Costs
+from sgl_specreason.eval.costs import Costs
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT, Totals

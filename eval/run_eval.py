@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from eval import datasets
-from eval.report import build_report, record_key, write_report
+from sgl_specreason.eval import datasets
+from sgl_specreason.eval.report import build_report, record_key, write_report
 from sgl_specreason.flags import (
     add_config_flags,
     add_runtime_flags,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import List, Optional
 
-from programs.steps import Steps, tokens_of
+from sgl_specreason.programs.steps import Steps, tokens_of
 from sgl_specreason.calls import Pending, start
 from sgl_specreason.speculation import speculates
 from sgl_specreason.trace import BASE, DRAFT, Call, Step

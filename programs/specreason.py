@@ -13,9 +13,9 @@ from contextlib import closing
 
 import sglang as sgl
 
-from programs.overlapped import Overlapped
-from programs.steps import Context, Steps, own_reply, own_step
-from programs.subprograms import base_step, final_answer
+from sgl_specreason.programs.overlapped import Overlapped
+from sgl_specreason.programs.steps import Context, Steps, own_reply, own_step
+from sgl_specreason.programs.subprograms import base_step, final_answer
 from sgl_specreason.calls import call, recording
 from sgl_specreason.stopping import FINISHED, has_answer, stop_reason
 from sgl_specreason.templates import STEP_SEPARATOR

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from programs.subprograms import base_step, draft_steps, judge_steps
+from sgl_specreason.programs.subprograms import base_step, draft_steps, judge_steps
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.judges import NOTHING, QUESTION, Candidates, get_judge
 from sgl_specreason.speculation import FIRST, live_costs, load_of, speculates

@@ -104,7 +104,7 @@ _RUN_OWN = frozenset(inspect.signature(SglFunction.run).parameters) - {"self", "
 def call(program, backend, **arguments):
     """Run a sub-program on ``backend`` and return what it returned, raising its error.
 
-    >>> from programs import base_step
+    >>> from sgl_specreason.programs import base_step
     >>> call(base_step, None, prompt="x", stop="\\n")
     Traceback (most recent call last):
     ...

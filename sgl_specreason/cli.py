@@ -21,10 +21,23 @@ from typing import Dict, List, Optional
 from sgl_specreason import data, models
 from sgl_specreason.batch import ProgressMonitor, plan
 from sgl_specreason.errors import InputError, SpecReasonError
-from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
-from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
+from sgl_specreason.flags import (
+    add_config_flags,
+    add_runtime_flags,
+    config_from_args,
+    guarded,
+    runtime_options,
+)
 from sgl_specreason.modes import MODES, roles_for
-from sgl_specreason.runner import Monitor, dry_run, open_runtimes, print_summary, run_problems, summary
+from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
+from sgl_specreason.runner import (
+    Monitor,
+    dry_run,
+    print_summary,
+    run_problems,
+    session,
+    summary,
+)
 from sgl_specreason.serve import add_serve_flags, serve
 from sgl_specreason.store import ResultStore
 
@@ -121,16 +134,8 @@ def _run(args) -> int:
               + (f", {len(bad)} bad input lines skipped" if bad else ""))
         if not todo:
             return 1 if bad else 0
-    if args.mode == "specreason":
-        first = (f"; the base model writes the first {cfg.first_n_base_steps} step(s)"
-                 if cfg.first_n_base_steps else "")
-        print(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step{first}")
-    roles = roles_for(args.mode)
-    with open_runtimes(runtime_options(args, args.parallel), cfg, roles) as runtimes, \
+    with session(runtime_options(args, args.parallel), cfg, args.mode) as runtimes, \
             store.append() as writer:
-        for role in runtimes.values():
-            print(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
-                  f"(template {role.template.name})")
         if batch:
             monitor = ProgressMonitor(writer, total=len(todo), show_steps=not args.quiet)
         else:

@@ -47,6 +47,7 @@ from sgl_specreason.calls import POLL_S, Role, call
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import QUESTION, get_judge
+from sgl_specreason.programs import continuation
 from sgl_specreason.templates import STEP_SEPARATOR, Continuation, template_for_model
 from sgl_specreason.trace import BASE, DRAFT, Totals
 
@@ -155,8 +156,6 @@ class SpecReasonBackend(BaseBackend):
             first = False
 
     def _continue(self, prompt: str, p, on_step=None):
-        from programs import continuation
-
         cfg = self.cfg.replace(draft_temperature=p.temperature, base_temperature=p.temperature,
                                top_p=p.top_p)
         template = Continuation(prompt, self.base_chat)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Callable
 
 from sgl_specreason import models
+from sgl_specreason.backend import KEEPALIVE_S, SGLANG_KEEPALIVE_S, client_keepalive
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.judges import JUDGES
-from sgl_specreason.speculation import POLICIES
 from sgl_specreason.runner import RuntimeOptions, stopping
-from sgl_specreason.backend import KEEPALIVE_S, SGLANG_KEEPALIVE_S, client_keepalive
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
+from sgl_specreason.speculation import POLICIES
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {

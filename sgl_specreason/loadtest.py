@@ -34,8 +34,8 @@ import numpy as np
 
 from sgl_specreason.calls import POLL_S, wait_result
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.problems import Problem
 from sgl_specreason.modes import get_mode, program_call
+from sgl_specreason.problems import Problem
 from sgl_specreason.runner import summary
 from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult

@@ -8,13 +8,15 @@ A new mode is one ``register_mode`` call and a test.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from sgl_specreason.calls import Role
+from sgl_specreason.dropin import SpecReasonBackend
+from sgl_specreason.programs import one_gen, reason, specreason
 from sgl_specreason.registry import Registry
 from sgl_specreason.trace import BASE, DRAFT
 
-#: what ``Mode.build`` returns: the program, its arguments, the backend to run it on
+#: what ``program_call`` returns: the program, its arguments, the backend to run it on
 ProgramCall = Tuple[Any, dict, Any]
 
 
@@ -22,10 +24,14 @@ ProgramCall = Tuple[Any, dict, Any]
 class Mode:
     name: str
     help: str
+    #: the ``@sgl.function`` that solves a problem in this mode; it takes ``problem``, ``cfg``
+    #: and ``monitor``, and what ``arguments`` gives
+    program: Any
     roles: Tuple[str, ...]  # the runtimes it needs
-    #: ``build(problem, cfg, roles, monitor)``: the program call that solves ``problem``, with
-    #: ``roles`` the replica of each needed role that this problem keeps to
-    build: Callable[..., ProgramCall]
+    #: ``arguments(cfg, roles)``: the program's other arguments (a ``cfg`` among them replaces
+    #: the config) and the backend its state runs on, with ``roles`` the replica of each needed
+    #: role that this problem keeps to
+    arguments: Callable[[Any, Dict[str, Role]], Tuple[dict, Any]]
     #: a drafted step is judged (runs of it name a judge and a threshold)
     judged: bool = False
 
@@ -47,49 +53,38 @@ def program_call(mode: str, problem, index: int, cfg, roles: dict, monitor=None)
     """The program that solves ``problem`` in ``mode``, its arguments, and the backend to run it
     on, with the replica of each role that the ``index``-th problem keeps to."""
     entry = get_mode(mode)
-    return entry.build(problem, cfg, {r: roles[r].pick(index) for r in entry.roles}, monitor)
+    arguments, backend = entry.arguments(cfg, {r: roles[r].pick(index) for r in entry.roles})
+    return entry.program, {"problem": problem, "cfg": cfg, "monitor": monitor, **arguments}, backend
 
 
-# -- the built-in modes (programs are imported when a call is built: they import this package) ---
+# -- the built-in modes ----------------------------------------------------------------------------
 
-def _specreason(problem, cfg, roles, monitor):
-    from programs import specreason
-
-    base = roles[BASE]
-    return specreason, dict(problem=problem, cfg=cfg, monitor=monitor, draft=roles[DRAFT], base=base), base.backend
+def _both(cfg, roles):
+    return {"draft": roles[DRAFT], "base": roles[BASE]}, roles[BASE].backend
 
 
 def _alone(role_name):
-    def build(problem, cfg, roles, monitor):
-        from programs import reason
-
-        role = roles[role_name]
-        return reason, dict(problem=problem, cfg=cfg, monitor=monitor, role=role), role.backend
-    return build
+    def arguments(cfg, roles):
+        return {"role": roles[role_name]}, roles[role_name].backend
+    return arguments
 
 
-def _one_gen(label, role_of):
-    def build(problem, cfg, roles, monitor):
-        from programs import one_gen
-
-        role = role_of(cfg, roles)
-        return one_gen, dict(problem=problem, cfg=cfg, monitor=monitor, role=role, label=label), role.backend
-    return build
+def _base_gen(cfg, roles):
+    return {"role": roles[BASE], "label": "base-gen"}, roles[BASE].backend
 
 
-def _dropin_role(cfg, roles):
-    from sgl_specreason.dropin import SpecReasonBackend
-
+def _dropin(cfg, roles):
     base = roles[BASE]
     # min_tokens = the budget: the program's one gen (max_tokens = budget) is always served.
     backend = SpecReasonBackend(base.backend, roles[DRAFT].backend, cfg, min_tokens=cfg.token_budget)
-    return Role(BASE, backend, base.template)
+    return {"role": Role(BASE, backend, base.template), "label": "dropin"}, backend
 
 
-register_mode(Mode("specreason", "the SpecReason program", (DRAFT, BASE), _specreason, judged=True))
-register_mode(Mode("base", "the base model alone, step by step, same stop rules", (BASE,), _alone(BASE)))
-register_mode(Mode("draft", "the draft model alone, step by step", (DRAFT,), _alone(DRAFT)))
+register_mode(Mode("specreason", "the SpecReason program", specreason, (DRAFT, BASE), _both, judged=True))
+register_mode(Mode("base", "the base model alone, step by step, same stop rules", reason, (BASE,),
+                   _alone(BASE)))
+register_mode(Mode("draft", "the draft model alone, step by step", reason, (DRAFT,), _alone(DRAFT)))
 register_mode(Mode("base-gen", "an ordinary program (prompt + one long gen) on the base runtime",
-                   (BASE,), _one_gen("base-gen", lambda cfg, roles: roles[BASE])))
+                   one_gen, (BASE,), _base_gen))
 register_mode(Mode("dropin", "that one gen on the drop-in SpecReasonBackend (SpecReason serves it)",
-                   (DRAFT, BASE), _one_gen("dropin", _dropin_role), judged=True))
+                   one_gen, (DRAFT, BASE), _dropin, judged=True))

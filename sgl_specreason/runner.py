@@ -20,7 +20,7 @@ from sgl_specreason.calls import Role, wait_result
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import STEP, get_judge
-from sgl_specreason.modes import program_call
+from sgl_specreason.modes import get_mode, program_call, roles_for
 from sgl_specreason.problems import BadInput, Problem
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
 from sgl_specreason.templates import template_for_model
@@ -119,6 +119,24 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             first = replicas[0]
             out[role] = Role(role, first.backend, first.template, tuple(replicas) if len(replicas) > 1 else ())
         yield out
+
+
+@contextmanager
+def session(opts: RuntimeOptions, cfg: SpecReasonConfig, mode: str,
+            log: Callable[[str], None] = print) -> Iterator[dict]:
+    """What every command that runs programs opens: the runtimes ``mode`` needs
+    (``open_runtimes``), after one line on the rule a judged mode keeps drafted steps by, and
+    one line per runtime once they are up. Yields {role name: Role}."""
+    if get_mode(mode).judged:
+        first = (f"; the base model writes the first {cfg.first_n_base_steps} step(s)"
+                 if cfg.first_n_base_steps else "")
+        policy = "" if cfg.speculate == "always" else f"; speculate: {cfg.speculate}"
+        log(f"judge: {cfg.score_method} score >= {cfg.threshold:g} keeps a drafted step{first}{policy}")
+    with open_runtimes(opts, cfg, roles_for(mode), log) as roles:
+        for role in roles.values():
+            log(f"{role.name}: {role.backend.model_path} at {role.backend.base_url} "
+                f"(template {role.template.name})")
+        yield roles
 
 
 def server_specs(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[str],

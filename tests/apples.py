@@ -1,6 +1,6 @@
 """The small problem the runtime tests solve, and solving it with SpecReason on the test servers."""
 
-from programs import specreason
+from sgl_specreason.programs import specreason
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import make_problem
 from sgl_specreason.trace import BASE, DRAFT

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from eval.corrupt import KINDS, OPERATOR, corrupt, gsm8k_problems, gsm8k_steps, make_pairs, numbers, perturb
+from sgl_specreason.eval.corrupt import KINDS, OPERATOR, corrupt, gsm8k_problems, gsm8k_steps, make_pairs, numbers, perturb
 
 STEPS = [
     "The cost of the house and repairs came out to 80,000+50,000=$130,000",

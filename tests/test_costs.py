@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.costs import Costs, RoleCost
-from eval.report import analytic_latency, build_report, final_records, main as report_main, per_token_costs
+from sgl_specreason.eval.costs import Costs, RoleCost
+from sgl_specreason.eval.report import analytic_latency, build_report, final_records, main as report_main, per_token_costs
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import Call, ProblemResult, Step

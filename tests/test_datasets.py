@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from eval import datasets
+from sgl_specreason.eval import datasets
 from sgl_specreason.errors import InputError
 
 

@@ -1,6 +1,6 @@
 """The real-draft benchmark's labels and report, on records written by hand."""
 
-from eval.draft_bench import RULES, build_report, labelled_steps, reference_numbers, supported
+from sgl_specreason.eval.draft_bench import RULES, build_report, labelled_steps, reference_numbers, supported
 
 
 def step(supported_, score, tokens=10):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from eval.judge_bench import METHODS, THRESHOLDS, auroc, best_threshold, build_report, write_report
+from sgl_specreason.eval.judge_bench import METHODS, THRESHOLDS, auroc, best_threshold, build_report, write_report
 
 
 def test_auroc_extremes_ties_and_order():

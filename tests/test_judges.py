@@ -3,7 +3,7 @@
 import pytest
 
 from fake_runtime import FakeRuntime, fake_roles
-from programs import specreason
+from sgl_specreason.programs import specreason
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import JUDGES, NOTHING, QUESTION, STEP, Judge, get_judge, register

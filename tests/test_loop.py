@@ -8,7 +8,7 @@ import pytest
 import sglang as sgl
 
 from fake_runtime import DRAFT_LOGPROB, FakeRuntime, fake_roles
-from programs import continuation, one_gen, reason, specreason
+from sgl_specreason.programs import continuation, one_gen, reason, specreason
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.dropin import SPECREASON, SpecReasonBackend
 from sgl_specreason.problems import make_problem

@@ -3,7 +3,7 @@
 import pytest
 
 from fake_runtime import FakeRuntime, fake_roles
-from programs import reason
+from sgl_specreason.programs import reason
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.modes import MODES, Mode, get_mode, program_call, register_mode, roles_for
@@ -17,6 +17,9 @@ def test_the_built_in_modes_and_the_runtimes_each_needs():
         "specreason": (DRAFT, BASE), "base": (BASE,), "draft": (DRAFT,), "base-gen": (BASE,),
         "dropin": (DRAFT, BASE)}
     assert [name for name, mode in MODES.items() if mode.judged] == ["specreason", "dropin"]
+    assert {name: mode.program.func.__name__ for name, mode in MODES.items()} == {
+        "specreason": "specreason", "base": "reason", "draft": "reason", "base-gen": "one_gen",
+        "dropin": "one_gen"}
     with pytest.raises(ValueError, match="unknown mode 'fast'; known: specreason, base"):
         roles_for("fast")
 
@@ -35,11 +38,11 @@ def test_each_problem_keeps_to_one_replica_of_each_role():
 @pytest.fixture
 def twice():
     """A new mode: the base model alone, with twice the step length."""
-    def build(problem, cfg, roles, monitor):
+    def arguments(cfg, roles):
         role = roles[BASE]
-        cfg = cfg.replace(step_max_tokens=2 * cfg.step_max_tokens)
-        return reason, dict(problem=problem, cfg=cfg, monitor=monitor, role=role), role.backend
-    mode = register_mode(Mode("base-long-steps", "the base model, twice the step length", (BASE,), build))
+        return {"role": role, "cfg": cfg.replace(step_max_tokens=2 * cfg.step_max_tokens)}, role.backend
+    mode = register_mode(Mode("base-long-steps", "the base model, twice the step length", reason, (BASE,),
+                              arguments))
     yield mode
     del MODES[mode.name]
 

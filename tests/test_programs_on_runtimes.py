@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from programs import reason, specreason
+from sgl_specreason.programs import reason, specreason
 from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role, step_spans
 from sgl_specreason.config import SpecReasonConfig
@@ -112,7 +112,7 @@ def test_likelihood_threshold_ten_rejects_and_the_base_writes(roles):
 
 
 def test_judge_benchmark_scores_pairs_reports_and_resumes(roles, tmp_path, capsys):
-    from eval.judge_bench import METHODS, main as bench_main
+    from sgl_specreason.eval.judge_bench import METHODS, main as bench_main
 
     argv = ["--num-problems", "1", "--kinds", "result", "operation", "--out-dir", str(tmp_path),
             "--base-url", roles[BASE].backend.base_url]
@@ -270,7 +270,7 @@ def test_ctrl_c_stops_the_local_runtime_it_started(smol_path, tmp_path):
 
 
 def test_eval_runner_writes_a_report_and_resumes(roles, tmp_path, capsys):
-    from eval.run_eval import main as eval_main
+    from sgl_specreason.eval.run_eval import main as eval_main
 
     data = tmp_path / "tiny.jsonl"
     data.write_text(json.dumps({"id": "apples", "question": QUESTION, "answer": "5"}) + "\n"

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from eval.report import build_report, main as report_main, write_report
-from eval.run_eval import check_settings, finished_keys, mode_settings, plan_modes
+from sgl_specreason.eval.report import build_report, main as report_main, write_report
+from sgl_specreason.eval.run_eval import check_settings, finished_keys, mode_settings, plan_modes
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.store import ResultStore
@@ -184,8 +184,8 @@ def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
 
 
 def test_analytic_latency_of_pipelined_modes_hides_overlap_and_leaves_out_aborted_guesses():
-    from eval.costs import Costs
-    from eval.report import analytic_latency
+    from sgl_specreason.eval.costs import Costs
+    from sgl_specreason.eval.report import analytic_latency
 
     kept = [spec_step(0, 50, 9, True), spec_step(1, 50, 9, True)]
     rejected = spec_step(2, 10, 1, True)  # drafted (10 tokens), judged, then:
@@ -205,7 +205,7 @@ def test_analytic_latency_of_pipelined_modes_hides_overlap_and_leaves_out_aborte
 
 
 def test_a_finished_run_starts_no_runtime_and_the_report_can_be_rewritten_alone(results_file, tmp_path, capsys):
-    from eval.run_eval import main as eval_main
+    from sgl_specreason.eval.run_eval import main as eval_main
 
     data = tmp_path / "gsm8k.jsonl"  # a user file named like the records' data set
     data.write_text("".join(json.dumps({"id": pid, "question": "q", "answer": "1"}) + "\n" for pid in ("p1", "p2")))
@@ -228,7 +228,7 @@ def test_a_finished_run_starts_no_runtime_and_the_report_can_be_rewritten_alone(
 
 
 def test_each_rule_is_compared_with_random_acceptance_at_its_own_rate():
-    from eval.report import against_random
+    from sgl_specreason.eval.report import against_random
 
     def row(mode, acceptance, pass1):
         return {"dataset": "gsm8k-train", "mode": mode, "acceptance_rate": acceptance, "pass_at_1": pass1}
@@ -249,7 +249,7 @@ def test_a_rule_is_compared_with_random_over_the_problems_both_ran():
     """A rule stopped after 2 problems must not meet a random line drawn over 4: on problems
     0-1 random and base were right on both, so the rule's 50 % is below random there, though
     above random's 25 % over all four."""
-    from eval.report import against_random
+    from sgl_specreason.eval.report import against_random
 
     def records(mode, rights, accepted=None):
         return [{"problem_id": i, "correct": right,
@@ -280,7 +280,7 @@ def test_a_rule_is_compared_with_random_over_the_problems_both_ran():
 
 
 def test_the_target_picks_the_fastest_rule_that_keeps_accuracy_and_says_when_speed_is_missed():
-    from eval.report import against_target, against_target_markdown
+    from sgl_specreason.eval.report import against_target, against_target_markdown
 
     def row(mode, pass1, speedup, baseline=0.50, acceptance=0.7):
         return {"dataset": "d", "mode": mode, "problems": 40, "pass_at_1": pass1, "baseline_pass_at_1": baseline,

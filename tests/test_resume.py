@@ -8,7 +8,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from eval import judge_bench, run_eval
+from sgl_specreason.eval import judge_bench, run_eval
 from sgl_specreason.calls import recording
 from sgl_specreason.judges import SCORE_METHODS
 from sgl_specreason.store import read_records

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from eval import serve_load as sl
+from sgl_specreason.eval import serve_load as sl
 from sgl_specreason.store import ResultStore
 
 pytestmark = pytest.mark.timeout(60)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from programs import draft_steps
+from sgl_specreason.programs import draft_steps
 from sgl_specreason.calls import CancelScope, Cancelled, call, start
 from sgl_specreason.trace import BASE, DRAFT
 from apples import solve

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from sgl_specreason.registry import Registry
-
 from sgl_specreason.scoring import JudgeScore
 
 QUESTION = "question"

@@ -2,7 +2,12 @@
 step, as for the likelihood judges, and the draft's log-probs from its reply)."""
 
 from sgl_specreason.judges import STEP, Judge, register
-from sgl_specreason.scoring import JudgeScore, draft_logprob_sum, log_ratio_score, step_token_logprobs
+from sgl_specreason.scoring import (
+    JudgeScore,
+    draft_logprob_sum,
+    log_ratio_score,
+    step_token_logprobs,
+)
 
 
 def _llr(c):

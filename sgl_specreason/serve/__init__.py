@@ -1,0 +1,48 @@
+"""SpecReason behind an OpenAI-compatible HTTP endpoint (``sgl-specreason serve``).
+
+    sgl-specreason serve --draft-url http://127.0.0.1:30001 --base-url http://127.0.0.1:30000
+
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")
+    reply = client.chat.completions.create(model="specreason", messages=[
+        {"role": "user", "content": "What is 17 * 23?"}])
+
+Routes: ``POST /v1/chat/completions`` (a conversation, solved by the ``specreason`` program;
+``sgl_specreason.chat`` says how the messages become its prompt), ``POST /v1/completions`` (a
+prompt continued step by step by the ``continuation`` program, as the drop-in backend serves
+a long ``gen``), ``GET /v1/models``, ``GET /health`` and ``GET /stats`` (requests answered and
+failed, and the server's own time per request: ``Stats``). Each request is one SpecReason run
+on a worker thread; at most ``max_in_flight`` run at once, up to ``max_queue`` more wait, and
+the next one gets 429.
+
+What a response carries besides OpenAI's fields:
+
+- ``usage.prompt_tokens`` is the request's prompt as the runtimes read it (the first call of
+  the run), ``usage.prompt_tokens_details.cached_tokens`` the part of it their radix cache
+  served, ``usage.completion_tokens`` the kept tokens (steps, and the closing answer);
+- ``specreason``: steps drafted, kept and rewritten, acceptance, judge calls, tokens per role
+  (every call of the run: generated, kept, prompt, cached), the stop reason; with
+  ``"specreason": {"trace": true}`` in the request, every step and runtime call.
+
+A request may set ``"specreason": {"judge": NAME, "threshold": X}`` (the openai client's
+``extra_body``). ``max_tokens`` is the run's token budget: a chat run's reasoning stops once
+its kept steps reach it and, without an answer by then, the model states one (at most
+``answer_max_tokens`` more); a completion stops at it. ``temperature`` and ``top_p`` apply to
+both models. A chat's ``stop`` strings cut the text and end the run; a completion's end it the
+way the base model's would.
+
+Errors come in OpenAI's format (``{"error": {"message", "type", "param", "code"}}``): 400 for a
+bad body, naming the field, and for a prompt longer than the runtimes' context; 401 without
+the API key; 413 for a body over the size limit; 429 when the queue is full; 502/503/504 when
+a runtime fails, is down or times out. A client that goes away has its run's requests aborted
+on the runtimes.
+"""
+
+from sgl_specreason.serve.app import create_app
+from sgl_specreason.serve.command import add_serve_flags, check_listen, serve
+from sgl_specreason.serve.errors import ApiError
+from sgl_specreason.serve.jobs import Job, ProgramSolver, Solver
+from sgl_specreason.serve.runs import Finished, ServeSettings, StopScan
+
+__all__ = ["create_app", "add_serve_flags", "check_listen", "serve", "ApiError", "Job", "ProgramSolver",
+           "Solver", "Finished", "ServeSettings", "StopScan"]

@@ -1,0 +1,213 @@
+"""Runs: a job on a worker thread, its kept steps streamed back to the event loop; admission
+(at most so many at once, a bounded queue, 429 beyond it) and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import AsyncIterator, List, Optional, Union
+
+from sgl_specreason.calls import CancelScope
+from sgl_specreason.errors import ConfigError
+from sgl_specreason.serve.errors import ApiError, api_error
+from sgl_specreason.serve.jobs import Job, Solver
+from sgl_specreason.serve.stats import Stats
+from sgl_specreason.stopping import BUDGET
+from sgl_specreason.templates import STEP_SEPARATOR
+from sgl_specreason.trace import ProblemResult, Step
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server admits and checks requests (the SpecReason settings are a
+    ``SpecReasonConfig`` beside it)."""
+
+    model_name: str = "specreason"  # the one model /v1/models lists
+    api_key: Optional[str] = None  # None: no bearer-token check
+    max_in_flight: int = 4  # SpecReason runs at once
+    max_queue: int = 64  # requests waiting for a run slot; the next one gets 429
+    max_body_bytes: int = 1 << 20
+    #: seconds the shutdown waits for the runs it aborted to end
+    abort_wait_s: float = 5.0
+
+    def __post_init__(self):
+        if self.max_in_flight < 1 or self.max_queue < 0 or self.max_body_bytes < 1:
+            raise ConfigError(f"max_in_flight and max_body_bytes must be at least 1 and max_queue "
+                              f"at least 0, got {self.max_in_flight}, {self.max_body_bytes}, {self.max_queue}")
+
+
+class Run:
+    """One job run by the solver on a worker thread; its kept steps, then its result (or
+    error), arrive on ``events`` in the event loop."""
+
+    def __init__(self, job: Job, solver: Solver, executor: ThreadPoolExecutor, queue_s: float = 0.0):
+        self.job = job
+        self.scope = CancelScope()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.queue_s = queue_s  # seconds the request waited for a run slot
+        self.run_s: Optional[float] = None  # seconds the solver took, once it is done
+        self._loop = asyncio.get_running_loop()
+        self.future = self._loop.run_in_executor(executor, self._work, solver)
+
+    def _put(self, event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:
+            pass  # the event loop is closed: nobody is waiting for this run any more
+
+    def _work(self, solver: Solver) -> None:
+        started = time.perf_counter()
+        try:
+            result = solver(self.job, lambda step: self._put(("step", step)), self.scope)
+        except Exception as e:  # handed to the request, which answers with it
+            self.run_s = time.perf_counter() - started
+            self._put(("error", e))
+            return
+        self.run_s = time.perf_counter() - started
+        self._put(("done", result))
+
+    def cancel(self) -> None:
+        """Abort what the run has in flight on the runtimes and send nothing more (aborting
+        is an HTTP call per request: on a thread of its own, not in the event loop)."""
+        if not self.future.done() and not self.scope.cancelled:
+            threading.Thread(target=self.scope.cancel, name="specreason-abort", daemon=True).start()
+
+
+@dataclass
+class Finished:
+    """The end of a run's output."""
+
+    result: ProblemResult
+    finish_reason: str  # "stop" or "length"
+
+
+class StopScan:
+    """Streamed text cut before the first of ``stops``; a tail that begins a stop string is
+    held back until the next piece shows whether it is one.
+
+    >>> scan = StopScan(["END"])
+    >>> scan.feed("one EN"), scan.feed("D two"), scan.stopped
+    ('one ', '', True)
+    """
+
+    def __init__(self, stops=()):
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) - 1 for s in self.stops), default=0)
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        self.text += piece
+        start = max(0, self.sent - self.hold)
+        hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+        end = min(hits) if hits else max(self.sent, len(self.text) - self._partial())
+        self.stopped = bool(hits)
+        out, self.sent = self.text[self.sent:end], end
+        return out
+
+    def _partial(self) -> int:
+        """The length of the longest tail of the text that begins a stop string."""
+        for n in range(min(self.hold, len(self.text)), 0, -1):
+            if any(stop.startswith(self.text[-n:]) for stop in self.stops):
+                return n
+        return 0
+
+    def flush(self) -> str:
+        out, self.sent = ("", self.sent) if self.stopped else (self.text[self.sent:], len(self.text))
+        return out
+
+
+async def outputs(run: Run) -> AsyncIterator[Union[str, Finished]]:
+    """The text of a run as it is kept (one piece per step; a chat's closing answer last), then
+    ``Finished``; an ``ApiError`` if the run failed."""
+    job = run.job
+    scan = StopScan(job.stops if job.is_chat else ())  # a completion's stops are the program's
+    steps: List[Step] = []
+    joined = ""  # the steps' text as the result joins it
+    while True:
+        kind, item = await run.events.get()
+        if kind == "step" and not scan.stopped:
+            piece = (STEP_SEPARATOR if steps else "") + item.text
+            steps.append(item)
+            joined += piece
+            out = scan.feed(piece)
+            if out or not scan.stops:  # one piece per kept step, even an empty first one
+                yield out
+            if scan.stopped:
+                run.cancel()  # the text is over: the rest of the run is not wanted
+        elif kind == "done" or (kind == "error" and scan.stopped):
+            result = item if kind == "done" else ProblemResult(job.id, "", "specreason", steps=steps)
+            if not scan.stopped:
+                rest = result.text[len(joined):] if result.text.startswith(joined) else ""
+                out = scan.feed(rest) + scan.flush()
+                if out:
+                    yield out
+            yield Finished(result, _finish_reason(job, result, scan.stopped))
+            return
+        elif kind == "error":
+            raise api_error(item, "messages" if job.is_chat else "prompt")
+
+
+def _finish_reason(job: Job, result: ProblemResult, stopped: bool) -> str:
+    if stopped:
+        return "stop"
+    if job.is_chat:
+        return "length" if result.stop_reason == BUDGET else "stop"
+    return "length" if result.stop_reason == "length" else "stop"
+
+
+class Service:
+    """Runs jobs: at most ``max_in_flight`` at once, ``max_queue`` waiting; tracks what is in
+    flight so that shutdown can abort it."""
+
+    def __init__(self, solver: Solver, settings: ServeSettings):
+        self.solver = solver
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(settings.max_in_flight, thread_name_prefix="specreason-run")
+        self.slots = asyncio.Semaphore(settings.max_in_flight)
+        self.queued = 0
+        self.runs: set = set()
+        self.closing = False
+        self.stats = Stats()
+
+    async def start(self, job: Job) -> Run:
+        """Start ``job`` when a slot is free (waiting in the queue until then); 429 when the
+        queue is full, 503 once the server is shutting down."""
+        if self.closing:
+            raise ApiError(503, "the server is shutting down", code="shutting_down")
+        if self.slots.locked() and self.queued >= self.settings.max_queue:
+            raise ApiError(429, f"{len(self.runs)} runs in flight and {self.queued} requests waiting "
+                                f"(--max-in-flight {self.settings.max_in_flight}, --max-queue "
+                                f"{self.settings.max_queue}); try again later", code="queue_full")
+        self.queued += 1
+        waiting = time.perf_counter()
+        try:
+            await self.slots.acquire()
+        finally:
+            self.queued -= 1
+        if self.closing:
+            self.slots.release()
+            raise ApiError(503, "the server is shutting down", code="shutting_down")
+        run = Run(job, self.solver, self.executor, queue_s=time.perf_counter() - waiting)
+        self.runs.add(run)
+
+        def finished(_future):
+            self.runs.discard(run)
+            self.slots.release()
+
+        run.future.add_done_callback(finished)  # the slot is held until the worker is done
+        return run
+
+    async def close(self) -> None:
+        """Refuse new jobs, abort the runs in flight and wait a little for them to end."""
+        self.closing = True
+        runs = list(self.runs)
+        for run in runs:
+            run.cancel()
+        if runs:
+            await asyncio.wait([run.future for run in runs], timeout=self.settings.abort_wait_s)
+        self.executor.shutdown(wait=False, cancel_futures=True)
