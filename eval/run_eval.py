@@ -127,6 +127,8 @@ def _judged_mode(program: str, method: str, threshold: float, cfg: SpecReasonCon
 
 #: config fields that change how a run reacts to failures, not what it computes
 OPERATIONAL = ("request_timeout", "request_retries")
+#: each config field's default: what a record made before the field existed was made with
+DEFAULT_CONFIG = {k: v for k, v in asdict(SpecReasonConfig()).items() if k not in OPERATIONAL}
 
 
 def mode_settings(mode: Mode, roles: Optional[dict] = None) -> dict:
@@ -164,6 +166,8 @@ def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
             if before is None:
                 unknown += 1
                 continue
+            if "config" in before:  # a field added since the record was made has its default then
+                before = {**before, "config": {**DEFAULT_CONFIG, **before["config"]}}
             differences = _differences({k: before.get(k) for k in now}, now)
             if differences:
                 raise SpecReasonError(

@@ -136,6 +136,13 @@ def test_resume_refuses_records_made_with_other_settings(tmp_path):
     with pytest.raises(SpecReasonError, match=r"models.base: 'qwen2.5-coder-1.5b \(qwen\)' in the file, "
                                               r"'smollm2-135m \(qwen\)' now"):
         check_settings(path, [record], [mode], _roles("/m/smollm2-135m"))
+    # a record made before a config field existed was made with that field's default
+    before_field = {"mode": mode.label, "settings": {**settings, "config": {
+        k: v for k, v in settings["config"].items() if k != "speculate"}}}
+    assert check_settings(path, [before_field], [mode], roles) == 0
+    [auto] = plan_modes(["specreason-likelihood-numbers-6"], [7], ["greedy"], cfg.replace(speculate="auto"))
+    with pytest.raises(SpecReasonError, match=r"config.speculate: 'always' in the file, 'auto' now"):
+        check_settings(path, [before_field], [auto])
 
 
 def test_modes_expand_thresholds_and_methods():
