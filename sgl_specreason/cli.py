@@ -111,8 +111,18 @@ def _problems(args) -> tuple[ProblemSet, str]:
 BATCH_COMMANDS = ("batch", "run")
 
 
+#: what the demo says when it drafts the first step too (the local default lets the base write it)
+DEMO_FIRST_STEP = ("demo: every step is drafted and judged (--first-n-base-steps 0), so that you see "
+                   "SpecReason at work. The local default lets the base model write the first step "
+                   "(--first-n-base-steps {n}): that kept base-only's accuracy on GSM8K train, and that "
+                   "step is often the whole solution, so nothing would be drafted")
+
+
 def _run(args) -> int:
     cfg = config_from_args(args)
+    if args.command == "demo" and args.first_n_base_steps is None and cfg.first_n_base_steps:
+        print(DEMO_FIRST_STEP.format(n=cfg.first_n_base_steps))
+        cfg = cfg.replace(first_n_base_steps=0)
     if args.parallel < 1:
         raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
     if args.dry_run:

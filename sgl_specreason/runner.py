@@ -23,6 +23,8 @@ from sgl_specreason.judges import STEP, get_judge
 from sgl_specreason.modes import get_mode, program_call, roles_for
 from sgl_specreason.problems import BadInput, Problem
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
+from sgl_specreason.speculation import BASE as BY_POLICY
+from sgl_specreason.speculation import FIRST, PROBE_BASE
 from sgl_specreason.templates import template_for_model
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
 
@@ -234,6 +236,10 @@ class _Starting:
 stopping = threading.Event()
 
 
+#: why a step was not drafted, as a step line says it
+WHY_NOT_DRAFTED = {FIRST: " (first)", BY_POLICY: " (cheaper now)", PROBE_BASE: " (probe)"}
+
+
 class Monitor:
     """Receives each step and each finished problem from the programs (any thread): prints
     progress and appends every result to the results file as soon as it is done (open the
@@ -255,7 +261,7 @@ class Monitor:
         if not self.show_steps:
             return
         if step.score is None:
-            verdict = f"{step.source} writes"
+            verdict = f"{step.source} writes" + WHY_NOT_DRAFTED.get(step.choice, "")
         else:
             verdict = f"score {step.score:.2f} " + ("accepted" if step.source == DRAFT else "-> base rewrites")
         text = " ".join(step.text.split())
@@ -284,6 +290,10 @@ class Monitor:
             status = f"error: {result.error}" if result.error else f"answer {result.answer!r} ({mark})"
             self._print(f"[{result.id}] {result.mode} done in {result.wall_s:.1f} s, "
                         f"{len(result.steps)} steps, stop {result.stop_reason}: {status}")
+            if result.steps and all(step.choice == FIRST for step in result.steps):
+                self._print(f"[{result.id}] nothing was drafted: the base model's first "
+                            f"{'step was' if len(result.steps) == 1 else 'steps were'} the whole "
+                            "solution (--first-n-base-steps)")
 
 
 def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict, mode: str,
