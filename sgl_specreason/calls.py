@@ -85,7 +85,7 @@ def gen_result(state, name: str) -> Tuple[str, dict]:
 def step_spans(backend, prefix: str, steps: Sequence[str]) -> Tuple[int, List[int]]:
     """What a likelihood judge needs to read candidate steps' own log-probabilities: the
     ``logprob_start_len`` to ask with, one token before the steps start (SGLang reports no
-    log-prob for its first position; ``scoring.step_token_logprobs`` skips it), and how many
+    log-prob for its first position; ``judges.likelihood.step_token_logprobs`` skips it), and how many
     tokens each step takes. The steps start where ``prefix`` and every ``prefix + step`` stop
     sharing tokens (a step's first characters can merge with the prefix's last token)."""
     ids = backend.tokenize([prefix] + [prefix + step for step in steps])

@@ -5,14 +5,9 @@ import pytest
 
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.scoring import (
-    agreement_key,
-    agreement_scores,
-    draft_logprob_sum,
-    log_ratio_score,
-    random_score,
-    step_numbers,
-)
+from sgl_specreason.judges.agreement import agreement_key, agreement_scores, step_numbers
+from sgl_specreason.judges.llr import draft_logprob_sum, log_ratio_score
+from sgl_specreason.judges.random_control import random_score
 
 
 def test_numbers_are_read_as_values_whatever_their_form():

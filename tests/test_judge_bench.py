@@ -1,10 +1,26 @@
-"""The judge benchmark's measures and report, on records whose answer is known."""
+"""The judge benchmark's measures and report, on records whose answer is known, and its calls on
+a scripted fake runtime: every registered judge that can score one step alone, a new one with no
+edit here."""
 
 import json
 
 import pytest
 
-from sgl_specreason.eval.judge_bench import METHODS, THRESHOLDS, auroc, best_threshold, build_report, write_report
+from fake_runtime import FakeRuntime, fake_roles
+from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.eval.corrupt import Pair
+from sgl_specreason.eval.judge_bench import (
+    THRESHOLDS,
+    auroc,
+    bench_judges,
+    best_threshold,
+    build_report,
+    judge_pair_step,
+    write_report,
+)
+from sgl_specreason.judges import JUDGES, NOTHING, Judge, JudgeScore, register
+
+METHODS = [j.name for j in bench_judges()]
 
 
 def test_auroc_extremes_ties_and_order():
@@ -64,3 +80,48 @@ def test_report_measures_each_method_on_complete_pairs(tmp_path):
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
     lines = [json.loads(x) for x in paths[0].read_text().splitlines()]
     assert [line["method"] for line in lines[:-1]] == list(METHODS) and "cost" in lines[-1]
+
+
+@pytest.fixture
+def new_judge():
+    """A judge registered the way a module in sgl_specreason/judges/ registers one."""
+    judge = register(Judge("length", "the step's length in characters", NOTHING,
+                           lambda c: [JudgeScore(float(len(t)), "") for t in c.texts]))
+    yield judge
+    del JUDGES[judge.name]
+
+
+PAIR = Pair("gsm8k-0-s0-result", "gsm8k-0", "2 + 3?", [], "2 + 3 = 5.", "2 + 3 = 6.", "result")
+
+
+def test_every_judge_that_reads_one_step_alone_is_asked(new_judge):
+    assert METHODS == [n for n in JUDGES if n not in ("llr", "agreement", "agreement-set", "length")]
+    names = [j.name for j in bench_judges()]
+    assert names == METHODS + ["length"]  # no draft log-probs, one step: llr and agreement left out
+    base = FakeRuntime("base", lambda steps, fork: "b", score=lambda text: 8 if text.endswith("5.") else 3)
+    roles = fake_roles(base, base)
+    records = [judge_pair_step(roles["base"], PAIR, v, SpecReasonConfig(seed=0)) for v in ("original", "corrupted")]
+    assert [list(r["scores"]) for r in records] == [names, names]
+    assert records[0]["scores"]["greedy"] == 8 and records[1]["scores"]["likelihood-numbers"] == pytest.approx(3)
+    assert records[0]["scores"]["length"] == len(PAIR.original)
+    assert records[0]["digits"] == {"8": 1.0} and set(records[0]["cost"]) == {"paper", "likelihood"}
+    assert len([r for r in base.requests if r.kind == "judge"]) == 4  # the question and one prefill each
+    rows = build_report(records)["rows"]
+    assert [r["method"] for r in rows] == names and rows[names.index("greedy")]["auroc"] == 1.0
+
+
+def test_judges_that_ask_nothing_cost_no_base_call(new_judge):
+    base = FakeRuntime("base", lambda steps, fork: "b")
+    roles = fake_roles(base, base)
+    records = [judge_pair_step(roles["base"], PAIR, v, SpecReasonConfig(seed=0), [new_judge])
+               for v in ("original", "corrupted")]
+    assert not base.requests
+    assert records[0]["scores"] == {"length": float(len(PAIR.original))} and records[0]["cost"] == {}
+    report = build_report(records)
+    assert [r["method"] for r in report["rows"]] == ["length"] and report["cost"]["paper"]["new_tokens"] is None
+
+
+def test_a_report_without_records_lists_the_judges_a_run_would_ask(tmp_path):
+    report = build_report([])
+    assert [r["method"] for r in report["rows"]] == METHODS and report["rows"][0]["auroc"] is None
+    assert all(p.exists() for p in write_report(report, [], tmp_path))

@@ -1,14 +1,18 @@
 """The judge registry: every judge is one object, and a new one needs nothing else."""
 
+import pkgutil
+import sys
+from pathlib import Path
+
 import pytest
 
 from fake_runtime import FakeRuntime, fake_roles
 from sgl_specreason.programs import specreason
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.judges import JUDGES, NOTHING, QUESTION, STEP, Judge, get_judge, register
+from sgl_specreason import judges
+from sgl_specreason.judges import JUDGES, NOTHING, QUESTION, STEP, Judge, JudgeScore, get_judge, register
 from sgl_specreason.problems import make_problem
-from sgl_specreason.scoring import JudgeScore
 
 
 def test_the_built_in_judges_and_what_each_asks_of_the_base_runtime():
@@ -19,6 +23,18 @@ def test_the_built_in_judges_and_what_each_asks_of_the_base_runtime():
     assert [n for n, j in JUDGES.items() if j.needs_draft_logprobs] == ["llr"]
     assert [n for n, j in JUDGES.items() if j.min_drafts > 1] == ["agreement", "agreement-set"]
     assert all(judge.help for judge in JUDGES.values())
+
+
+def test_every_module_of_the_folder_is_imported_and_imports_the_base_not_the_package():
+    modules = {m.name for m in pkgutil.iter_modules(judges.__path__)} - {"base"}
+    assert modules >= {"paper", "likelihood", "llr", "agreement", "random_control"}
+    assert all(f"sgl_specreason.judges.{name}" in sys.modules for name in modules)
+    for name in modules:
+        source = Path(judges.__path__[0], f"{name}.py").read_text(encoding="utf-8")
+        assert "from sgl_specreason.judges import" not in source, name
+    # each judge comes from one module of the folder, with its arithmetic
+    assert {j.score.__module__ for j in JUDGES.values()} >= {f"sgl_specreason.judges.{m}" for m in (
+        "paper", "likelihood", "llr", "agreement", "random_control")}
 
 
 def test_an_unknown_judge_or_a_bad_one_is_named():

@@ -13,7 +13,8 @@ from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.dropin import SPECREASON, SpecReasonBackend
 from sgl_specreason.problems import make_problem
 from sgl_specreason.runner import Monitor, run_problems
-from sgl_specreason.scoring import log_ratio_score, random_score
+from sgl_specreason.judges.llr import log_ratio_score
+from sgl_specreason.judges.random_control import random_score
 from sgl_specreason.trace import BASE, DRAFT
 
 pytestmark = pytest.mark.timeout(30)
@@ -335,7 +336,6 @@ def test_the_dropin_gen_ends_at_its_budget_and_stop_strings():
 
 def test_continuation_streams_each_kept_step():
     draft, base = runtimes()
-    roles = fake_roles(draft, base)
     seen = []
     cfg = SpecReasonConfig(score_method="likelihood", threshold=6, step_max_tokens=40)
     from sgl_specreason.calls import Role

@@ -13,7 +13,7 @@ from sgl_specreason.backend import Endpoint
 from sgl_specreason.calls import Role, step_spans
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.problems import make_problem
-from sgl_specreason.scoring import LIKELIHOOD_METHODS
+from sgl_specreason.judges.likelihood import METHODS as LIKELIHOOD_METHODS
 from sgl_specreason.runner import Monitor, run_problems
 from sgl_specreason.trace import BASE, DRAFT
 from apples import QUESTION, SMALL, solve

@@ -1,15 +1,13 @@
+"""The arithmetic of the judges that ask the base runtime about one step: the paper's digit
+(``judges/paper.py``) and the likelihood ones (``judges/likelihood.py``)."""
+
 import math
 
 import pytest
 
-from sgl_specreason.scoring import (
-    digit_distribution,
-    likelihood_signals,
-    score_from_meta,
-    score_reply,
-    score_step,
-    step_token_logprobs,
-)
+from sgl_specreason.judges import JUDGES, Candidates
+from sgl_specreason.judges.likelihood import likelihood_signals, score_likelihood, step_token_logprobs
+from sgl_specreason.judges.paper import digit_distribution, score_from_meta, score_step
 
 
 def lp(p):
@@ -110,16 +108,28 @@ def test_step_token_logprobs_skip_the_position_before_the_step():
         step_token_logprobs({}, 2)
 
 
-def test_score_reply_picks_the_method_and_keeps_every_signal():
+def test_each_family_picks_its_method_and_keeps_every_signal():
     meta = {"input_token_logprobs": [[None, 0, "x"], [-0.2, 1, " 4"], [-3.0, 2, "2"]],
             "output_token_logprobs": [[-0.1, 5, "\n"]]}
-    score = score_reply(meta, "likelihood-numbers", step_tokens=2)
+    score = score_likelihood(meta, "likelihood-numbers", step_tokens=2)
     assert score.value == pytest.approx(7.0)
     assert set(score.signals) == {"likelihood", "likelihood-min", "likelihood-numbers"}
     paper = {"output_token_logprobs": [[lp(0.6), 1, "9"]], "output_top_logprobs": [[[lp(0.6), 1, "9"], [lp(0.4), 2, "7"]]]}
-    score = score_reply(paper, "average")
+    score = score_from_meta(paper, "average")
     assert score.value == pytest.approx(8.2) and score.signals == pytest.approx({"greedy": 9, "average": 8.2})
     with pytest.raises(ValueError, match="needs the step's token count"):
-        score_reply(meta, "likelihood")
+        score_likelihood(meta, "likelihood", None)
     with pytest.raises(ValueError, match="unknown score method"):
-        score_reply(meta, "vibes")
+        score_likelihood(meta, "vibes", 2)
+
+
+def test_the_registered_judges_read_the_same_replies():
+    meta = {"input_token_logprobs": [[None, 0, "x"], [-0.2, 1, " 4"], [-3.0, 2, "2"]],
+            "output_token_logprobs": [[-0.1, 5, "\n"]]}
+    step = Candidates("q", 0, None, [" 42"], [{}], [meta], [2])
+    assert JUDGES["likelihood-numbers"].score(step)[0].value == pytest.approx(7.0)
+    assert JUDGES["likelihood"].score(step)[0].value == pytest.approx(10 - 1.6)
+    paper = {"output_token_logprobs": [[lp(0.6), 1, "9"]], "output_top_logprobs": [[[lp(0.6), 1, "9"], [lp(0.4), 2, "7"]]]}
+    asked = Candidates("q", 0, None, ["x"], [{}], [paper])
+    assert JUDGES["average"].score(asked)[0].value == pytest.approx(8.2)
+    assert JUDGES["greedy"].score(asked)[0].value == 9

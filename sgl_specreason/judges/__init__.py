@@ -9,78 +9,46 @@ request from ``asks`` alone:
 - ``STEP``: one prefill of the step itself; its tokens' own log-probabilities;
 - ``NOTHING``: the base runtime is asked nothing (the drafts are scored among themselves).
 
-A new judge is one module in this folder that calls ``register`` (it is found and imported with
-the others) and a test. ::
+Each family of judges is one module in this folder, with its arithmetic: ``paper`` (greedy,
+average), ``likelihood``, ``llr``, ``agreement``, ``random_control``. What they are made of
+(``Judge``, ``Candidates``, ``JudgeScore``, the registry) is in ``base``. A new judge is one
+module in this folder that imports from ``sgl_specreason.judges.base`` and calls ``register``
+(it is found and imported with the others; the loop and both benchmarks ask it through the
+registry) and a test. ::
+
+    from sgl_specreason.judges.base import NOTHING, Judge, JudgeScore, register
 
     register(Judge("shortest", "10 for the shortest draft, 0 for the others", NOTHING,
                    lambda c: [JudgeScore(10.0 * (len(t) == min(map(len, c.texts))), "")
-                              for t in c.texts]))
+                              for t in c.texts], min_drafts=2))
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
 
-from sgl_specreason.registry import Registry
-from sgl_specreason.scoring import JudgeScore
+from sgl_specreason.judges.base import (
+    JUDGES,
+    NOTHING,
+    QUESTION,
+    STEP,
+    Candidates,
+    Judge,
+    JudgeScore,
+    get_judge,
+    judges_asking,
+    register,
+)
 
-QUESTION = "question"
-STEP = "step"
-NOTHING = "nothing"
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """What a judge reads: the drafts of one step and the base runtime's replies on them."""
-
-    question: str
-    index: int  # the step's index in the problem
-    seed: Optional[int]  # the config's seed
-    texts: Sequence[str]  # the drafts, tidied as they would be kept
-    metas: Sequence[dict]  # each draft's ``meta_info``
-    #: the base runtime's reply on each draft (none when the judge asks ``NOTHING``)
-    verdicts: Sequence[dict] = ()
-    #: each draft's length in base-model tokens (judges that ask ``STEP``)
-    lengths: Sequence[Optional[int]] = ()
-
-
-@dataclass(frozen=True)
-class Judge:
-    name: str
-    help: str
-    asks: str  # QUESTION, STEP or NOTHING
-    score: Callable[[Candidates], List[JudgeScore]]  # one score per draft
-    #: the drafts must come with their own log-probabilities
-    needs_draft_logprobs: bool = False
-    #: drafts per step it needs to work at all
-    min_drafts: int = 1
-
-    def __post_init__(self):
-        if self.asks not in (QUESTION, STEP, NOTHING):
-            raise ValueError(f"judge {self.name}: asks must be {QUESTION!r}, {STEP!r} or "
-                             f"{NOTHING!r}, got {self.asks!r}")
-
-
-#: every judge by name, in the order the help and reports list them
-JUDGES: Registry[Judge] = Registry("judge")
-#: add a judge (a second one of the same name is refused)
-register = JUDGES.add
-#: the judge of a name, or an error listing the known ones
-get_judge = JUDGES.find
-
-
-def judges_asking(*asks: str) -> List[str]:
-    """Names of the judges that ask the base runtime one of ``asks``."""
-    return [name for name, judge in JUDGES.items() if judge.asks in asks]
-
+__all__ = ["JUDGES", "NOTHING", "QUESTION", "STEP", "SCORE_METHODS", "Candidates", "Judge",
+           "JudgeScore", "get_judge", "judges_asking", "register"]
 
 # The built-in judges in the order they are listed, then any other module in this folder.
 _BUILTIN = ("paper", "likelihood", "llr", "agreement", "random_control")
+_NOT_JUDGES = ("base",)
 for _name in _BUILTIN + tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
-                                     if m.name not in _BUILTIN)):
+                                     if m.name not in _BUILTIN + _NOT_JUDGES)):
     importlib.import_module(f"{__name__}.{_name}")
 
 #: every judge's name

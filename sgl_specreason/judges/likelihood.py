@@ -1,12 +1,74 @@
 """Likelihood judges: 10 + the base model's own log-prob (nats) of the step's tokens, read from
-one prefill of the step (no question)."""
+one prefill of the step (no question; ``input_token_logprobs``), clipped to 0..10: of the mean
+over the whole step (*likelihood*), of its worst window of a few tokens (*likelihood-min*), or of
+its worst token that holds a digit (*likelihood-numbers*: arithmetic slips live in numbers).
+A threshold of 6 then reads "log-prob at least -4", i.e. probability at least 1.8 %."""
 
-from sgl_specreason.judges import STEP, Judge, register
-from sgl_specreason.scoring import score_reply
+from __future__ import annotations
+
+import math  # noqa: F401 (the doctests use it)
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from sgl_specreason.judges.base import STEP, Judge, JudgeScore, register
+
+#: the judges of this family: all three read the same reply
+METHODS = ("likelihood", "likelihood-min", "likelihood-numbers")
+#: tokens in the window of ``likelihood-min``
+WINDOW = 3
+
+
+def _scaled(logprob: float) -> float:
+    """A log-prob (nats) as a 0..10 score: ``10 + logprob``, clipped."""
+    return min(10.0, max(0.0, 10.0 + logprob))
+
+
+def likelihood_signals(entries: Sequence[Tuple[float, str]], window: int = WINDOW) -> Dict[str, float]:
+    """Scores of a step from its tokens' ``(log-prob, text)``.
+
+    >>> lp = [(math.log(0.9), "He"), (math.log(0.9), " pays"), (math.log(0.9), " 1"),
+    ...       (math.log(0.01), "7"), (math.log(0.9), ".")]
+    >>> {k: round(v, 2) for k, v in likelihood_signals(lp, window=2).items()}
+    {'likelihood': 8.99, 'likelihood-min': 7.64, 'likelihood-numbers': 5.39}
+    """
+    lps = [lp for lp, _ in entries]
+    if not lps:  # an empty step: nothing worth keeping
+        return {method: 0.0 for method in METHODS}
+    width = min(window, len(lps))
+    worst = min(sum(lps[i:i + width]) / width for i in range(len(lps) - width + 1))
+    digits = [lp for lp, text in entries if any(ch.isdigit() for ch in text)]
+    return {
+        "likelihood": _scaled(sum(lps) / len(lps)),
+        "likelihood-min": _scaled(worst),
+        # a step without numbers has nothing to check there: its worst window stands in
+        "likelihood-numbers": _scaled(min(digits)) if digits else _scaled(worst),
+    }
+
+
+def step_token_logprobs(meta_info: dict, count: int) -> List[Tuple[float, str]]:
+    """The first ``count`` scored prompt tokens of a reply asked with ``logprob_start_len`` one
+    token before the step (SGLang gives no log-prob for the first position it reports)."""
+    entries = meta_info.get("input_token_logprobs")
+    if not entries:
+        raise ValueError("the judge's reply carries no input logprobs; was it asked with "
+                         "return_logprob=True and logprob_start_len >= 0?")
+    return [(e[0], e[2] or "") for e in entries[1:1 + count] if e[0] is not None]
+
+
+def score_likelihood(meta_info: dict, method: str, step_tokens: Optional[int]) -> JudgeScore:
+    """The score of one of this family's ``METHODS`` from the reply to a prefill of the step;
+    ``step_tokens`` is the step's length in base-model tokens. Its ``signals`` hold all three."""
+    if method not in METHODS:
+        raise ValueError(f"unknown score method {method!r}; the likelihood ones are "
+                         f"{', '.join(METHODS)}")
+    if step_tokens is None:
+        raise ValueError(f"score method {method!r} needs the step's token count")
+    signals = likelihood_signals(step_token_logprobs(meta_info, step_tokens))
+    produced = (meta_info.get("output_token_logprobs") or [[None, None, ""]])[0]
+    return JudgeScore(value=signals[method], token=produced[2] or "", signals=signals)
 
 
 def _likelihood(method):
-    return lambda c: [score_reply(v, method, n) for v, n in zip(c.verdicts, c.lengths)]
+    return lambda c: [score_likelihood(v, method, n) for v, n in zip(c.verdicts, c.lengths)]
 
 
 register(Judge("likelihood", "10 + the base model's mean log-prob of the step's tokens", STEP,
