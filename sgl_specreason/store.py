@@ -6,7 +6,9 @@ included) loses nothing it finished. Such a kill can leave one torn last line; t
 it before it is read or appended to (``repair_tail``), since a record appended right after a torn
 line would merge into it and be lost when read back. ``done`` indexes what is finished, so a
 rerun does only the rest: nothing lost, nothing twice. Results that ended with an error are not
-done: a rerun tries them again.
+done: a rerun tries them again, and appends the retry. So a key can have several records; the one
+that counts is its final record (``final_records``): the last that ended without error, or, where
+every try failed, the last failure. A key is done when its final record ended without error.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "results.jsonl"
@@ -26,7 +28,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Hashable, Iterator, List, Optional, Sequence, Set
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Set
 
 import jsonlines
 
@@ -82,8 +84,29 @@ def read_records(path: Path, require: str = "mode") -> List[dict]:
     return [r for r in records if r is not None and require in r]
 
 
+def final_records(records: Sequence[dict], key: Callable[[dict], Optional[Hashable]]) -> Dict[Hashable, dict]:
+    """The final record of each ``key``, in the order the keys first appear: the last record that
+    ended without error, or, where every record of the key failed, the last failure. A failure
+    after a success does not replace it. Records whose key is None are left out.
+
+    >>> records = [{"id": "a", "error": "boom"}, {"id": "b"}, {"id": "a", "wall_s": 2},
+    ...            {"id": "b", "error": "late"}, {"id": "c", "error": "1"}, {"id": "c", "error": "2"}]
+    >>> final_records(records, lambda r: r["id"])
+    {'a': {'id': 'a', 'wall_s': 2}, 'b': {'id': 'b'}, 'c': {'id': 'c', 'error': '2'}}
+    """
+    final: Dict[Hashable, dict] = {}
+    for record in records:
+        k = key(record)
+        if k is None:
+            continue
+        if k not in final or final[k].get("error") or not record.get("error"):
+            final[k] = record
+    return final
+
+
 def done_keys(records: Sequence[dict], key: Callable[[dict], Optional[Hashable]]) -> Set[Hashable]:
-    """``key`` of each record that ended without error; records whose key is None are not counted."""
+    """``key`` of each record that ended without error (the keys whose final record did); records
+    whose key is None are not counted. ``key`` is asked only of those records."""
     keys = {key(r) for r in records if not r.get("error")}
     keys.discard(None)
     return keys
@@ -115,6 +138,11 @@ class ResultStore:
     def done(self, key: Callable[[dict], Optional[Hashable]], require: str) -> Set[Hashable]:
         """``key`` of each record with ``require`` that ended without error: what a rerun skips."""
         return done_keys(self.read(require), key)
+
+    def final(self, key: Callable[[dict], Optional[Hashable]], require: str) -> Dict[Hashable, dict]:
+        """The final record of each key among the records with ``require`` (``final_records``):
+        what a report counts."""
+        return final_records(self.read(require), key)
 
     @contextmanager
     def append(self, start_over: bool = False) -> Iterator[jsonlines.Writer]:

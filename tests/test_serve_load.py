@@ -2,14 +2,17 @@
 the load generator's command and result line, serve's figures, the memory check, the report,
 and that it stops the process trees it starts."""
 
+import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from sgl_specreason.eval import serve_load as sl
+from sgl_specreason.eval.serve_load import command, measurement
 from sgl_specreason.store import ResultStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -85,8 +88,8 @@ def test_a_run_whose_every_try_failed_is_reported_as_failed():
 # -- the load generator -----------------------------------------------------------------------------
 
 def test_the_load_generator_command_reads_a_local_data_set_and_names_serves_model():
-    cmd = sl.bench_command(RUNS[0], "http://127.0.0.1:8000", SETUP, "/models/smol", sl.Path("/w/p.json"),
-                           sl.Path("/w/out.jsonl"), model_name="specreason", python="python")
+    cmd = sl.bench_command(RUNS[0], "http://127.0.0.1:8000", SETUP, "/models/smol", Path("/w/p.json"),
+                           Path("/w/out.jsonl"), model_name="specreason", python="python")
     text = " ".join(cmd)
     assert cmd[:3] == ["python", "-m", "sglang.benchmark.serving"]
     for flag in ("--backend sglang-oai-chat", "--dataset-name random", "--dataset-path /w/p.json",
@@ -94,8 +97,8 @@ def test_the_load_generator_command_reads_a_local_data_set_and_names_serves_mode
                  "--num-prompts 4", "--max-concurrency 1", "--tokenizer /models/smol", "--model /models/smol",
                  "--served-model-name specreason", "--seed 0", "--output-file /w/out.jsonl", "--warmup-requests 0"):
         assert flag in text
-    direct = sl.bench_command(RUNS[1], "http://127.0.0.1:30000", SETUP, "/models/smol", sl.Path("/w/p.json"),
-                              sl.Path("/w/out.jsonl"), python="python")
+    direct = sl.bench_command(RUNS[1], "http://127.0.0.1:30000", SETUP, "/models/smol", Path("/w/p.json"),
+                              Path("/w/out.jsonl"), python="python")
     assert "--served-model-name" not in direct  # the base runtime's model name is its path
 
 
@@ -194,7 +197,7 @@ def test_nothing_measured_is_said_so():
 
 
 def test_report_only_and_dry_run_start_nothing(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sl, "measure", lambda *a, **k: pytest.fail("started a measurement"))
+    monkeypatch.setattr(command, "measure", lambda *a, **k: pytest.fail("started a measurement"))
     out = tmp_path / "out"
     store = ResultStore(out / "report.jsonl", log=lambda line: None)
     with store.append() as writer:
@@ -276,7 +279,7 @@ with open(output, "a") as handle:
 def test_the_measurement_starts_serve_records_each_run_and_stops_serve(tmp_path, monkeypatch):
     from sgl_specreason import models
 
-    tests = str(sl.Path(__file__).parent)
+    tests = str(Path(__file__).parent)
     holder = {}
 
     def serve_command(setup, ports, log_dir, max_queue, python=sys.executable):
@@ -287,12 +290,12 @@ def test_the_measurement_starts_serve_records_each_run_and_stops_serve(tmp_path,
         script = FAKE_BENCH.format(serve_port=holder["ports"].serve)
         return [python, "-c", script, url, str(run.num_prompts), str(output)]
 
-    monkeypatch.setattr(sl, "serve_command", serve_command)
-    monkeypatch.setattr(sl, "bench_command", bench_command)
-    monkeypatch.setattr(sl, "write_prompts", lambda path: path)
+    monkeypatch.setattr(measurement, "serve_command", serve_command)
+    monkeypatch.setattr(measurement, "bench_command", bench_command)
+    monkeypatch.setattr(measurement, "write_prompts", lambda path: path)
     monkeypatch.setattr(models, "resolve", lambda name, log=None: "/models/smol")
     runs = sl.plan([1, 2], [2, 2], 16, 8, (6, 3, 8, 4))
-    args = sl.argparse.Namespace(work_dir=tmp_path / "work", start_timeout=120, run_timeout=60, sample_seconds=0.2)
+    args = argparse.Namespace(work_dir=tmp_path / "work", start_timeout=120, run_timeout=60, sample_seconds=0.2)
     store = ResultStore(tmp_path / "out" / "report.jsonl", log=lambda line: None)
     lines = []
     sl.measure(runs, SETUP, args, store, log=lines.append)
@@ -307,4 +310,4 @@ def test_the_measurement_starts_serve_records_each_run_and_stops_serve(tmp_path,
     assert any("warm-up request to the serve: HTTP 200" in line for line in lines)
     assert sl.remaining(runs, SETUP, records) == []
     # serve is stopped, and nothing listens on its port any more
-    assert sl._get_json(f"http://127.0.0.1:{holder['ports'].serve}/health", timeout=2) is None
+    assert sl.get_json(f"http://127.0.0.1:{holder['ports'].serve}/health", timeout=2) is None

@@ -2,7 +2,7 @@
 
 import json
 
-from sgl_specreason.store import ResultStore, read_records, repair_tail
+from sgl_specreason.store import ResultStore, final_records, read_records, repair_tail
 
 
 def test_repair_tail_cuts_only_a_torn_last_line(tmp_path):
@@ -46,6 +46,27 @@ def test_done_skips_errors_foreign_lines_and_records_without_the_field(tmp_path)
     path.write_text("".join(json.dumps(x) + "\n" for x in lines) + "not json\n")
     assert ResultStore(path).done(lambda r: r["id"], require="mode") == {"1"}
     assert ResultStore(tmp_path / "missing.jsonl").done(lambda r: r["id"], require="mode") == set()
+
+
+def test_the_final_record_of_a_key_is_its_last_success_or_else_its_last_failure(tmp_path):
+    path = tmp_path / "out.jsonl"
+    lines = [{"id": "a", "mode": "base", "error": "RuntimeTimeoutError: ..."},
+             {"id": "b", "mode": "base", "try": 1},
+             {"id": "a", "mode": "base", "try": 2},
+             {"id": "b", "mode": "base", "error": "a later failure"},  # does not replace the success
+             {"id": "c", "mode": "base", "error": "first"},
+             {"summary": {"mode": "base"}},
+             {"id": "a", "mode": "base", "try": 3},  # a later success does
+             {"id": "c", "mode": "base", "error": "second"},
+             {"mode": "base"}]  # no key: left out
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    final = ResultStore(path).final(lambda r: r.get("id"), require="mode")
+    assert list(final) == ["a", "b", "c"]  # in the order each key first appears
+    assert final["a"]["try"] == 3 and final["b"]["try"] == 1 and final["c"]["error"] == "second"
+    assert final_records(read_records(path), lambda r: r.get("id")) == final
+    # done: the keys whose final record succeeded
+    assert ResultStore(path).done(lambda r: r.get("id"), require="mode") == {"a", "b"}
+    assert ResultStore(tmp_path / "missing.jsonl").final(lambda r: r["id"], require="mode") == {}
 
 
 def test_start_over_empties_the_file_and_creates_its_folder(tmp_path):
