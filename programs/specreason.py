@@ -14,7 +14,7 @@ from contextlib import closing
 import sglang as sgl
 
 from sgl_specreason.programs.overlapped import Overlapped
-from sgl_specreason.programs.steps import Context, Steps, own_reply, own_step
+from sgl_specreason.programs.steps import Context, Steps, own_reply, own_step, read_logprobs
 from sgl_specreason.programs.subprograms import base_step, final_answer
 from sgl_specreason.calls import call, recording
 from sgl_specreason.stopping import FINISHED, has_answer, stop_reason
@@ -28,7 +28,7 @@ from sgl_specreason.trace import Call, ProblemResult
 def specreason(s, problem, cfg, draft, base, monitor=None):
     """Solve ``problem`` with SpecReason; ``s`` is on the base runtime. Returns a ProblemResult."""
     result = ProblemResult(problem.id, problem.question, "specreason")
-    ctx = Context(problem.question, problem.choices)
+    ctx = Context(problem.question, problem.choices, budget=_capped(cfg))
     with recording(result, problem, monitor):
         with closing(steps_for(draft, base, ctx, cfg)) as steps:
             while not result.stop_reason:
@@ -44,12 +44,13 @@ def reason(s, problem, cfg, role, monitor=None):
     """Baseline: ``role``'s model alone, step by step, with SpecReason's stop rules; ``s`` is on
     that role's runtime. ``role.name`` "base" is the base-only baseline, "draft" the draft-only."""
     result = ProblemResult(problem.id, problem.question, role.name)
-    ctx = Context(problem.question, problem.choices)
+    ctx = Context(problem.question, problem.choices, budget=_capped(cfg))
     with recording(result, problem, monitor):
         while not result.stop_reason:
             started = time.perf_counter()
             texts = _texts(result)
-            step = own_step(role, ctx, texts, own_reply(role, ctx, texts, cfg, cfg.step_max_tokens))
+            limit = Steps.room_in(ctx, cfg, _kept(result))
+            step = own_step(role, ctx, texts, own_reply(role, ctx, texts, cfg, limit))
             step.wall_s = time.perf_counter() - started
             _keep(result, step, cfg, problem, monitor)
         _close(result, role, problem, cfg)
@@ -112,6 +113,12 @@ def steps_for(draft, base, ctx, cfg) -> Steps:
     return (Overlapped if cfg.pipeline or cfg.race_base_step else Steps)(draft, base, ctx, cfg)
 
 
+def _capped(cfg):
+    """The kept tokens the steps may take in all when the completion has a hard cap (None: each
+    step is only held to ``step_max_tokens``)."""
+    return None if cfg.max_completion_tokens is None else cfg.reasoning_budget
+
+
 def _texts(result):
     return [step.text for step in result.steps]
 
@@ -127,17 +134,20 @@ def _keep(result, step, cfg, problem, monitor):
     result.steps.append(step)
     texts = _texts(result)
     result.text = STEP_SEPARATOR.join(texts)
-    result.stop_reason = stop_reason(texts, _kept(result), cfg.token_budget)
+    result.stop_reason = stop_reason(texts, _kept(result), cfg.reasoning_budget)
     return result.stop_reason
 
 
 def _close(result, role, problem, cfg):
     """Reasoning stopped without an answer: the model states one after ``</think>``."""
-    if result.stop_reason == FINISHED:
+    room = cfg.answer_room(_kept(result))
+    if result.stop_reason == FINISHED or not room:  # answered, or the cap leaves no room
         return
     text, meta = call(final_answer, role.backend,
                       prompt=role.template.answer(problem.question, _texts(result), problem.choices),
-                      max_answer_tokens=cfg.answer_max_tokens, temp=cfg.temperature(role.name),
-                      top_p_=cfg.top_p)
+                      max_answer_tokens=room, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
+                      logprobs=cfg.logprobs)
     result.answer_call = Call.from_meta(role.name, "answer", meta)
+    if cfg.logprobs is not None:
+        result.answer_logprobs = read_logprobs(meta, "output")
     result.text += STEP_SEPARATOR + text

@@ -79,8 +79,12 @@ class Steps:
 
     def room(self, used: int) -> int:
         """New tokens the next step may take, with ``used`` kept tokens of the budget spent."""
-        budget = self.ctx.budget
-        step_max = self.cfg.step_max_tokens
+        return self.room_in(self.ctx, self.cfg, used)
+
+    @staticmethod
+    def room_in(ctx: Context, cfg, used: int) -> int:
+        budget = ctx.budget
+        step_max = cfg.step_max_tokens
         return step_max if budget is None else max(1, min(step_max, budget - used))
 
     def drafts(self, texts: List[str], limit: int, cancel=None) -> List[Reply]:
@@ -113,6 +117,8 @@ class Steps:
                     ended=ended(meta),
                     calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                     + [Call.from_meta(BASE, "judge", v) for v in verdicts])
+        if self.cfg.logprobs is not None and verdicts and lengths[best] is not None:
+            step.logprobs = read_logprobs(verdicts[best], "input", lengths[best])
         self.costs.judged(load, time.perf_counter() - started, self.rule,
                           step.score >= self.cfg.threshold)
         return step
@@ -130,7 +136,8 @@ class Steps:
             start_, lengths = step_spans(self.base.backend, prefix, candidates)
         verdicts = call(judge_steps, self.base.backend, prefix=prefix,
                         continuations=[p[len(prefix):] for p in prompts],
-                        top_logprobs=self.cfg.judge_top_logprobs, logprob_start=start_)
+                        top_logprobs=max(self.cfg.judge_top_logprobs, self.cfg.logprobs or 0),
+                        logprob_start=start_)
         return verdicts, lengths
 
     def base_reply(self, texts: List[str], limit: int, cancel=None) -> Reply:
@@ -151,7 +158,7 @@ def own_reply(role, ctx: Context, texts: List[str], cfg, limit: int, cancel=None
     """``role``'s model writes the next step itself."""
     return call(base_step, role.backend, prompt=role.template.reasoning(ctx.question, texts, ctx.choices),
                 max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
-                stops=ctx.stop, cancel=cancel)
+                stops=ctx.stop, logprobs=cfg.logprobs, cancel=cancel)
 
 
 def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
@@ -159,12 +166,30 @@ def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
     text, meta = reply
     tokens = tokens_of(reply)
     step = Step(len(texts), role.name, ctx.tidy(text), tokens, ended=ended(meta),
-                calls=[Call.from_meta(role.name, "step", meta)])
+                calls=[Call.from_meta(role.name, "step", meta)],
+                logprobs=read_logprobs(meta, "output") if "output_token_logprobs" in meta else None)
     if role.name == BASE:
         step.base_text, step.base_tokens = text, tokens
     else:
         step.draft_text, step.draft_tokens = text, tokens
     return step
+
+
+def read_logprobs(meta: dict, side: str, count: Optional[int] = None) -> list:
+    """Each token's [text, log-prob, [[alternative, log-prob], ...]] from a reply's ``meta_info``:
+    the tokens it wrote (``side`` "output"), or ``count`` prompt tokens of a prefill asked with
+    ``logprob_start_len`` one token before them ("input"; SGLang scores no first position).
+
+    >>> read_logprobs({"output_token_logprobs": [[-0.1, 7, "a"]],
+    ...                "output_top_logprobs": [[[-0.1, 7, "a"], [-2.5, 8, "b"]]]}, "output")
+    [['a', -0.1, [['a', -0.1], ['b', -2.5]]]]
+    """
+    tokens = meta.get(f"{side}_token_logprobs") or []
+    tops = meta.get(f"{side}_top_logprobs") or [None] * len(tokens)
+    if side == "input":
+        tokens, tops = tokens[1:1 + count], tops[1:1 + count]
+    return [[entry[2] or "", entry[0], [[alt[2] or "", alt[0]] for alt in (top or []) if alt[0] is not None]]
+            for entry, top in zip(tokens, tops) if entry[0] is not None]
 
 
 def tokens_of(reply: Reply) -> int:

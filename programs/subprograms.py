@@ -53,15 +53,36 @@ def judge_steps(s, prefix, continuations, top_logprobs, logprob_start=None, canc
 
 
 @sgl.function
-def base_step(s, prompt, max_step_tokens, temp, top_p_, stops=STEP_SEPARATOR, cancel=None):
-    """The next step written by the model itself (the base model when a draft is rejected)."""
+def base_step(s, prompt, max_step_tokens, temp, top_p_, stops=STEP_SEPARATOR, logprobs=None, cancel=None):
+    """The next step written by the model itself (the base model when a draft is rejected); with
+    ``logprobs`` (a number of top alternatives, 0 for none) the reply carries the log-probability
+    of each token it wrote."""
     s += prompt + sgl.gen("step", max_tokens=max_step_tokens, stop=stops, temperature=temp,
-                          top_p=top_p_)
+                          top_p=top_p_, **_with_logprobs(logprobs))
     return gen_result(s, "step")
 
 
+def _with_logprobs(logprobs):
+    if logprobs is None:
+        return {}
+    return {"return_logprob": True, "top_logprobs_num": logprobs or None, "return_text_in_logprobs": True}
+
+
 @sgl.function
-def final_answer(s, prompt, max_answer_tokens, temp, top_p_):
+def final_answer(s, prompt, max_answer_tokens, temp, top_p_, logprobs=None):
     """The answer after the closed reasoning, when the steps stopped without one."""
-    s += prompt + sgl.gen("answer", max_tokens=max_answer_tokens, temperature=temp, top_p=top_p_)
+    s += prompt + sgl.gen("answer", max_tokens=max_answer_tokens, temperature=temp, top_p=top_p_,
+                          **_with_logprobs(logprobs))
     return gen_result(s, "answer")
+
+
+@sgl.function
+def constrained_gen(s, prompt, max_new, temp, top_p_, regex=None, json_schema=None, freq_penalty=None,
+                    pres_penalty=None, stop_ids=None, stops=(), logprobs=None, cancel=None):
+    """The whole reply under constrained decoding (a regular expression or a JSON schema), by the
+    model alone in one request: what a request that asks for structured output gets."""
+    s += prompt + sgl.gen("text", max_tokens=max_new, temperature=temp, top_p=top_p_, regex=regex,
+                          json_schema=json_schema, frequency_penalty=freq_penalty,
+                          presence_penalty=pres_penalty, stop_token_ids=stop_ids,
+                          stop=list(stops) or None, **_with_logprobs(logprobs))
+    return gen_result(s, "text")

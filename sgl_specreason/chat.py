@@ -98,6 +98,20 @@ class Dialogue(ChatTemplate):
         <|im_start|>user
         <BLANKLINE>
         """
+        return self._head() + self.user.format(content=user_prompt(question, choices)) + self.assistant_open
+
+    def plain(self, question: str) -> str:
+        r"""The conversation as the user wrote it, with no SpecReason framing: what the base model
+        answers directly when it serves a request alone (constrained decoding).
+
+        >>> from sgl_specreason.templates import TEMPLATES
+        >>> Conversation("Name a colour.").template(TEMPLATES["smollm2"]).plain("Name a colour.")[-64:]
+        '<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n'
+        """
+        return self._head() + self.user.format(content=question) + self.assistant_open
+
+    def _head(self) -> str:
+        """The system turn (or text) and the earlier turns."""
         if self.system_text is None:
             head = "" if self.system is None or self.default_system is None else \
                 self.system.format(content=self.default_system)
@@ -110,4 +124,4 @@ class Dialogue(ChatTemplate):
                 head += self.user.format(content=turn.content)
             else:
                 head += self.assistant_open + turn.content + self.assistant_close
-        return head + self.user.format(content=user_prompt(question, choices)) + self.assistant_open
+        return head

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sgl_specreason.errors import ConfigError
-from sgl_specreason.judges import JUDGES
+from sgl_specreason.judges import JUDGES, STEP
 from sgl_specreason.speculation import POLICIES
 
 
@@ -48,6 +48,10 @@ class SpecReasonConfig:
     step_max_tokens: int = 512
     #: new tokens for the closing answer when reasoning stopped without one.
     answer_max_tokens: int = 256
+    #: a hard cap on the whole completion: kept steps and the closing answer together (None: no
+    #: cap beyond token_budget). The reasoning gets all of it but the room kept for the answer,
+    #: min(answer_max_tokens, a quarter of the cap), and every step is cut to what is left.
+    max_completion_tokens: Optional[int] = None
     draft_temperature: float = 0.6
     base_temperature: float = 0.6
     top_p: float = 0.95
@@ -69,6 +73,10 @@ class SpecReasonConfig:
     speculate: str = "always"
     #: top log-probabilities the judge asks for (the paper uses 10).
     judge_top_logprobs: int = 10
+    #: record in each step the base model's log-probability of every kept token and of its top
+    #: N alternatives (None: none; 0: the tokens' own). A drafted step's come from its judgement,
+    #: so this needs a judge that reads the step's log-probabilities (or speculate "never").
+    logprobs: Optional[int] = None
     #: seed for the local runtimes' sampling (--random-seed); None leaves it unset.
     seed: Optional[int] = None
     #: seconds one runtime request may take before it is abandoned with an error.
@@ -87,6 +95,8 @@ class SpecReasonConfig:
         _check_number("token_budget", self.token_budget, 1, 1_048_576, integer=True)
         _check_number("step_max_tokens", self.step_max_tokens, 1, 65_536, integer=True)
         _check_number("answer_max_tokens", self.answer_max_tokens, 1, 65_536, integer=True)
+        if self.max_completion_tokens is not None:
+            _check_number("max_completion_tokens", self.max_completion_tokens, 1, 1_048_576, integer=True)
         _check_number("draft_temperature", self.draft_temperature, 0, 2)
         _check_number("base_temperature", self.base_temperature, 0, 2)
         _check_number("top_p", self.top_p, 0, 1, lo_open=True)
@@ -105,10 +115,36 @@ class SpecReasonConfig:
             raise ConfigError(f"speculate must be one of {', '.join(POLICIES)}, got {self.speculate!r}")
         _check_number("first_n_base_steps", self.first_n_base_steps, 0, 1_000_000, integer=True)
         _check_number("judge_top_logprobs", self.judge_top_logprobs, 1, 20, integer=True)
+        if self.logprobs is not None:
+            _check_number("logprobs", self.logprobs, 0, 20, integer=True)
+            if self.speculate != "never" and JUDGES[self.score_method].asks != STEP:
+                raise ConfigError(f"logprobs: the judge {self.score_method} does not read the base model's "
+                                  f"log-probabilities of a drafted step; use one that does "
+                                  f"({', '.join(n for n, j in JUDGES.items() if j.asks == STEP)}) or "
+                                  f"speculate never")
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
         _check_number("request_timeout", self.request_timeout, 0, 86_400, lo_open=True)
         _check_number("request_retries", self.request_retries, 0, 10, integer=True)
+
+    @property
+    def reasoning_budget(self) -> int:
+        """Kept tokens after which the reasoning stops: ``token_budget``, and under a
+        ``max_completion_tokens`` cap all of the cap but the room kept for the answer.
+
+        >>> SpecReasonConfig(max_completion_tokens=100).reasoning_budget
+        75
+        """
+        if self.max_completion_tokens is None:
+            return self.token_budget
+        cap = self.max_completion_tokens
+        return min(self.token_budget, cap - min(self.answer_max_tokens, cap // 4))
+
+    def answer_room(self, kept: int) -> int:
+        """New tokens the closing answer may take after ``kept`` kept tokens (0: none)."""
+        if self.max_completion_tokens is None:
+            return self.answer_max_tokens
+        return max(0, min(self.answer_max_tokens, self.max_completion_tokens - kept))
 
     def temperature(self, role: str) -> float:
         """Sampling temperature of the draft or base model."""

@@ -65,6 +65,9 @@ class Step:
     #: took the other side to measure it again), "first" (one of the first
     #: ``first_n_base_steps``); "" for the baselines
     choice: str = ""
+    #: with ``logprobs`` asked: the base model's log-probability of each kept token, as
+    #: [token text, log-prob, [[alternative, log-prob], ...]]
+    logprobs: Optional[list] = None
     wall_s: float = 0.0
     calls: List[Call] = field(default_factory=list)
 
@@ -72,6 +75,7 @@ class Step:
         """The draft was rejected: keep ``own`` (the base model's step) and its calls too."""
         self.source, self.text, self.kept_tokens = own.source, own.text, own.kept_tokens
         self.ended = own.ended
+        self.logprobs = own.logprobs
         self.base_text, self.base_tokens = own.base_text, own.base_tokens
         self.calls += own.calls
 
@@ -192,6 +196,8 @@ class ProblemResult:
     wall_s: float = 0.0
     steps: List[Step] = field(default_factory=list)
     answer_call: Optional[Call] = None
+    #: the closing answer's log-probabilities (as ``Step.logprobs``), when asked
+    answer_logprobs: Optional[list] = None
     error: Optional[str] = None
 
     def totals(self) -> Totals:

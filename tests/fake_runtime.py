@@ -141,7 +141,8 @@ class FakeRuntime(BaseBackend):
             if kind == "step":
                 self._forks[prompt] = fork + 1
             request = Request(kind, steps, prompt, {k: getattr(p, k) for k in (
-                "max_new_tokens", "stop", "temperature", "return_logprob", "logprob_start_len",
+                "max_new_tokens", "stop", "temperature", "return_logprob", "logprob_start_len", "regex",
+                "json_schema", "frequency_penalty", "stop_token_ids",
                 "top_logprobs_num")}, fork)
             self.requests.append(request)
             self._lock.notify_all()

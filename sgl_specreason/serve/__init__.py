@@ -41,8 +41,9 @@ on the runtimes.
 from sgl_specreason.serve.app import create_app
 from sgl_specreason.serve.command import add_serve_flags, check_listen, serve
 from sgl_specreason.serve.errors import ApiError
-from sgl_specreason.serve.jobs import Job, ProgramSolver, Solver
+from sgl_specreason.serve.jobs import Job
 from sgl_specreason.serve.runs import Finished, ServeSettings, StopScan
+from sgl_specreason.serve.solver import ProgramSolver, Solver
 
 __all__ = ["create_app", "add_serve_flags", "check_listen", "serve", "ApiError", "Job", "ProgramSolver",
            "Solver", "Finished", "ServeSettings", "StopScan"]

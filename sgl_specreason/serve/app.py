@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import time
 from contextlib import asynccontextmanager
 from typing import Dict, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.serve.errors import ApiError, validation_error
-from sgl_specreason.serve.jobs import (
-    Job,
-    ProgramSolver,
-    Solver,
-    chat_job,
-    completion_job,
-)
-from sgl_specreason.serve.responses import ChatShape, CompletionShape, sse
-from sgl_specreason.serve.runs import Finished, Run, ServeSettings, Service, outputs
+from sgl_specreason.serve.errors import ApiError, api_error, validation_error
+from sgl_specreason.serve.jobs import chat_jobs, completion_jobs
+from sgl_specreason.serve.replies import respond
+from sgl_specreason.serve.runs import ServeSettings, Service
 from sgl_specreason.serve.schema import ChatRequest, CompletionRequest
-from sgl_specreason.serve.stats import TIMING_KEY, RequestTimer
-
-#: seconds between two looks at whether a waiting client is still there
-DISCONNECT_POLL_S = 0.25
+from sgl_specreason.serve.solver import ProgramSolver, Solver
+from sgl_specreason.serve.stats import RequestTimer
+from sgl_specreason.trace import BASE
 
 
 class _BodyTooLarge(HTTPException):
@@ -65,28 +57,17 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-@asynccontextmanager
-async def _watching(request: Request, run: Run):
-    """Cancel ``run`` if the client goes away while the block waits for it."""
-    async def watch():
-        while True:
-            await asyncio.sleep(DISCONNECT_POLL_S)
-            if await request.is_disconnected():
-                run.cancel()
-                return
-
-    task = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        task.cancel()
-
-
 def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
                settings: ServeSettings = ServeSettings(), solver: Optional[Solver] = None) -> FastAPI:
     """The ASGI app serving SpecReason on ``roles`` with ``cfg`` (a request may change some of
     it); ``solver`` replaces the programs (tests pass a scripted one)."""
-    service = Service(solver or ProgramSolver(roles), settings)
+    solver = solver or ProgramSolver(roles, settings.mode)
+    service = Service(solver, settings)
+    # whose log-probabilities a response carries: the base model's, or a one-model mode's own
+    scorer = getattr(solver, "mode", None)
+    judged = scorer is None or scorer.judged
+    scored_by = None if scorer is None or roles is None else getattr(
+        roles[BASE if BASE in scorer.roles else scorer.roles[0]].backend, "model_path", None)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -143,66 +124,57 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         body.update({"in_flight": len(service.runs), "queued": service.queued})
         return body
 
+    def model_card() -> dict:
+        served = {name: getattr(role.backend, "model_path", None) for name, role in (roles or {}).items()}
+        return {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "sgl-specreason",
+                "specreason": served}
+
     @app.get("/v1/models")
     async def models(request: Request):
         check_key(request)
-        served = {name: getattr(role.backend, "model_path", None) for name, role in (roles or {}).items()}
-        return {"object": "list", "data": [{"id": settings.model_name, "object": "model", "created": 0,
-                                            "owned_by": "sgl-specreason", "specreason": served}]}
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str, request: Request):
+        check_key(request)
+        if model_id != settings.model_name:
+            raise ApiError(404, f"The model '{model_id}' does not exist (this server serves "
+                                f"'{settings.model_name}')", "model", "model_not_found")
+        return model_card()
+
+    def include_usage(body) -> bool:
+        return bool(body.stream_options and body.stream_options.include_usage)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         check_key(request)
-        job = chat_job(body, cfg)
-        return await _respond(job, body.stream, request, chat=True)
+        jobs = chat_jobs(body, cfg, judged)
+        await _warm(jobs)
+        return await respond(service, jobs, bool(body.stream), request, True, settings.model_name,
+                             include_usage(body), scored_by)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         check_key(request)
-        job = completion_job(body, cfg)
-        return await _respond(job, body.stream, request, chat=False)
+        decode = getattr(solver, "decode", None)
+        jobs = await asyncio.to_thread(completion_jobs, body, cfg, decode, judged)
+        await _warm(jobs)
+        return await respond(service, jobs, bool(body.stream), request, False, settings.model_name,
+                             include_usage(body), scored_by)
 
-    async def _respond(job: Job, stream: Optional[bool], request: Request, chat: bool):
-        created = int(time.time())
-        run = await service.start(job)
-        timing = request.scope.get(TIMING_KEY)
-        if timing is not None:
-            timing.run = run
-        out = outputs(run)
-        shape = ChatShape(job, settings.model_name, created) if chat else CompletionShape(job, settings.model_name, created)
-        try:
-            async with _watching(request, run):
-                if not stream:
-                    items = [item async for item in out]
-                    return shape.whole("".join(i for i in items if isinstance(i, str)), items[-1])
-                # awaited here, so that a run that fails before its first step gets its status code
-                first = await out.__anext__()
-        except asyncio.CancelledError:  # shutting down, and the grace period is over
-            run.cancel()
-            return ApiError(503, "the server is shutting down: the run was aborted", code="shutting_down").response()
-        except BaseException:
-            run.cancel()
-            raise
-
-        async def events():
-            try:
-                item = first
-                while True:
-                    if isinstance(item, Finished):
-                        yield sse(shape.last(item))
-                        break
-                    yield sse(shape.piece(item))
-                    item = await out.__anext__()
-                yield sse("[DONE]")
-            except ApiError as e:  # after the status line: the error goes in the stream
-                if timing is not None:
-                    timing.stream_error = True
-                yield sse(e.body())
-                yield sse("[DONE]")
-            finally:
-                run.cancel()  # the client went away, or the stream ended early: nothing more is wanted
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    async def _warm(jobs) -> None:
+        """Several runs from one prompt: prefill it once first, so that they share it."""
+        warm = getattr(solver, "warm", None)
+        if warm is None:
+            return
+        firsts = {}
+        for job in jobs:
+            firsts.setdefault(job.prompt or job.conversation, []).append(job)
+        for group in firsts.values():
+            if len(group) > 1:
+                try:
+                    await asyncio.to_thread(warm, group[0])
+                except Exception as e:
+                    raise api_error(e, "messages" if group[0].is_chat else "prompt") from None
 
     return app

@@ -11,7 +11,7 @@ import uvicorn
 
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.flags import config_from_args, positive_int, runtime_options
-from sgl_specreason.modes import roles_for
+from sgl_specreason.modes import MODES, roles_for
 from sgl_specreason.runner import dry_run, session
 from sgl_specreason.serve.app import create_app
 from sgl_specreason.serve.runs import ServeSettings
@@ -39,6 +39,10 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grace-seconds", type=float, default=30.0,
                        help="on SIGTERM or Ctrl-C, how long requests in flight may take to finish "
                             "before they are aborted (default 30)")
+    group.add_argument("--mode", choices=list(MODES), default="specreason",
+                       help="how a chat is solved: " + "; ".join(f"{name}: {mode.help}" for name, mode in MODES.items())
+                            + " (a completion is continued by SpecReason under a judged mode, by the "
+                              "mode's one model otherwise)")
     group.add_argument("--served-model-name", default="specreason",
                        help="the model name /v1/models lists (default specreason; requests may name any)")
 
@@ -91,13 +95,13 @@ def serve(args) -> int:
         raise ConfigError(f"--max-queue must be at least 0, got {args.max_queue}")
     settings = ServeSettings(model_name=args.served_model_name, api_key=args.serve_api_key,
                              max_in_flight=args.max_in_flight, max_queue=args.max_queue,
-                             max_body_bytes=args.max_body_bytes)
+                             max_body_bytes=args.max_body_bytes, mode=args.mode)
     opts = runtime_options(args, args.max_in_flight)
     if args.dry_run:
         print(f"# would serve http://{args.host}:{args.port}/v1 once the runtimes below are ready")
-        return dry_run(opts, cfg, roles_for("specreason"))
+        return dry_run(opts, cfg, roles_for(args.mode))
     _check_port_free(args.host, args.port)
-    with session(opts, cfg, "specreason") as roles:
+    with session(opts, cfg, args.mode) as roles:
         print(f"at most {settings.max_in_flight} runs at once, {settings.max_queue} waiting; serving "
               f"http://{args.host}:{args.port}/v1 (model {settings.model_name!r}"
               f"{', API key required' if settings.api_key else ''})")

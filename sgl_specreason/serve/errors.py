@@ -83,4 +83,7 @@ def validation_error(e: RequestValidationError) -> ApiError:
         return ApiError(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}")
     if param is None:
         return ApiError(400, "the body must be a JSON object")
+    if first.get("type") == "extra_forbidden":
+        return ApiError(400, f"{param}: unknown or unsupported field; serve refuses what it would not "
+                             "honour (docs/usage.md lists every field it takes)", param)
     return ApiError(400, f"{param}: {first.get('msg')}", param)

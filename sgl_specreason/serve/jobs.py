@@ -1,46 +1,63 @@
-"""A request checked and turned into a job, and the solver that runs a job's program on the
-runtimes."""
+"""A request checked and turned into jobs: one per choice it asks for (``n``, and each prompt of
+a completion), each a conversation to solve or a prompt to continue.
+
+What a field cannot mean in a SpecReason run is refused here with a 400 that names it and says
+why: a completion is written by two models in many requests (one per step), so what is defined
+within one generation of one model (penalties over its own output, a seed, token ids of one
+vocabulary) has no faithful meaning there. Such a field is honoured where one request of the
+base model serves the whole completion: constrained decoding (``response_format``, ``regex``).
+"""
 
 from __future__ import annotations
 
-import itertools
+import json
 import uuid
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from sgl_specreason.calls import Cancelled, CancelScope, Role, ScopedBackend, call
 from sgl_specreason.chat import Conversation, conversation
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.errors import (
-    ConfigError,
-    InputError,
-    SpecReasonError,
-)
-from sgl_specreason.problems import make_problem
-from sgl_specreason.programs import continuation, specreason
+from sgl_specreason.errors import ConfigError, InputError
+from sgl_specreason.judges import STEP, get_judge
 from sgl_specreason.serve.errors import ApiError
 from sgl_specreason.serve.schema import (
     ChatRequest,
     CommonRequest,
     CompletionRequest,
     Message,
-    SpecReasonOptions,
 )
-from sgl_specreason.templates import Continuation
-from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Constrained decoding, served by the base runtime alone in one request."""
+
+    regex: Optional[str] = None
+    json_schema: Optional[str] = None
+    why: str = ""  # the field that asked for it
+    #: sampling parameters that one request honours (penalties, stop token ids), as
+    #: ``programs.constrained_gen`` takes them
+    sampling: Tuple[Tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)
 class Job:
-    """One request, checked and ready to run: a conversation to solve, or a prompt to continue."""
+    """One run: a conversation to solve, or a prompt to continue; ``index`` is the choice it
+    fills in the response ``id``."""
 
     id: str
     cfg: SpecReasonConfig
+    index: int = 0
     conversation: Optional[Conversation] = None
     prompt: Optional[str] = None
-    max_tokens: Optional[int] = None  # a completion's budget (a chat's is cfg.token_budget)
+    max_tokens: Optional[int] = None  # a completion's cap (a chat's is cfg.max_completion_tokens)
     stops: Tuple[str, ...] = ()
     trace: bool = False  # include every step and call in the response
+    echo: bool = False  # a completion's text begins with its prompt
+    #: the base model's log-probabilities of the kept tokens: None (not asked), 0 (each token's
+    #: own), k (and its top k alternatives)
+    logprobs: Optional[int] = None
+    constraint: Optional[Constraint] = None
 
     @property
     def is_chat(self) -> bool:
@@ -61,29 +78,78 @@ def _text_of(message: Message, i: int) -> str:
     return "\n".join(texts)
 
 
-def _common_checks(body: CommonRequest) -> None:
-    if body.n not in (None, 1):
-        raise ApiError(400, f"n: only n = 1 is supported (one SpecReason run per request), got {body.n}", "n")
-    if body.logprobs:
-        raise ApiError(400, "logprobs: SpecReason returns no log-probabilities", "logprobs")
+#: why a field that one generation of one model defines cannot be honoured across many steps
+MANY_REQUESTS = ("SpecReason writes a completion in many requests (one per step) by two models, so "
+                 "it would not act as it does in one generation")
+TWO_VOCABULARIES = "token ids belong to one model's vocabulary, and the steps come from two models"
 
 
-def _config(cfg: SpecReasonConfig, body: CommonRequest, budget: Optional[int], budget_param: str) -> SpecReasonConfig:
+def _constraint(body: CommonRequest) -> Optional[Constraint]:
+    """The constrained decoding a request asks for, if any (at most one kind)."""
+    asked = []
+    fmt = getattr(body, "response_format", None)
+    if fmt is not None and fmt.type == "json_object":
+        asked.append(Constraint(json_schema=json.dumps({"type": "object"}), why="response_format json_object"))
+    if fmt is not None and fmt.type == "json_schema":
+        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            raise ApiError(400, "response_format.json_schema.schema: a json_schema response format needs "
+                                "a schema", "response_format.json_schema")
+        asked.append(Constraint(json_schema=json.dumps(fmt.json_schema.schema_), why="response_format json_schema"))
+    if body.regex is not None:
+        asked.append(Constraint(regex=body.regex, why="regex"))
+    if body.ebnf is not None:
+        raise ApiError(400, "ebnf: not supported; serve reaches the runtimes through SGLang's frontend, "
+                            "which takes regex and json_schema constraints only", "ebnf")
+    if len(asked) > 1:
+        raise ApiError(400, f"{asked[1].why}: one constraint at a time, got {asked[0].why} too",
+                       asked[1].why.split()[0])
+    return asked[0] if asked else None
+
+
+def _sampling(body: CommonRequest, routed: bool) -> Tuple[Tuple[str, object], ...]:
+    """The sampling fields beyond temperature and top-p a request sets: passed on when one base
+    request serves it (``routed``), refused otherwise."""
+    out = []
+    for name, value, default in (("frequency_penalty", body.frequency_penalty, 0.0),
+                                 ("presence_penalty", body.presence_penalty, 0.0)):
+        if value not in (None, default):
+            if not routed:
+                raise ApiError(400, f"{name}: a penalty counts the tokens one request has written; "
+                                    f"{MANY_REQUESTS}. It is honoured with constrained decoding "
+                                    "(response_format, regex), which the base model serves in one request", name)
+            out.append((name.replace("frequency", "freq").replace("presence", "pres"), value))
+    if body.repetition_penalty not in (None, 1.0):
+        raise ApiError(400, f"repetition_penalty: not supported: {MANY_REQUESTS}, and SGLang's frontend, "
+                            "which serve sends through, does not pass it", "repetition_penalty")
+    if body.stop_token_ids:
+        if not routed:
+            raise ApiError(400, f"stop_token_ids: {TWO_VOCABULARIES}; use stop strings", "stop_token_ids")
+        out.append(("stop_ids", list(body.stop_token_ids)))
+    if body.logit_bias:
+        raise ApiError(400, f"logit_bias: {TWO_VOCABULARIES}", "logit_bias")
+    if body.seed is not None:
+        raise ApiError(400, "seed: per-request seeds do not reach the runtimes (SGLang's frontend sends "
+                            "none); seed the local runtimes with --seed instead", "seed")
+    return tuple(out)
+
+
+def _config(cfg: SpecReasonConfig, body: CommonRequest, cap: Optional[int], cap_param: str) -> SpecReasonConfig:
     """The server's config with what the request sets, each checked and named if out of range."""
-    options = body.specreason or SpecReasonOptions()
+    options = body.specreason
     changes = (
-        ("token_budget", budget, budget_param),
+        ("max_completion_tokens", cap, cap_param),
         ("draft_temperature", body.temperature, "temperature"),
         ("base_temperature", body.temperature, "temperature"),
         ("top_p", body.top_p, "top_p"),
-        ("score_method", options.judge, "specreason.judge"),
-        ("threshold", options.threshold, "specreason.threshold"),
+        ("score_method", options and options.judge, "specreason.judge"),
+        ("threshold", options and options.threshold, "specreason.threshold"),
+        ("speculate", options and options.speculate, "specreason.speculate"),
     )
-    for field, value, param in changes:
+    for name, value, param in changes:
         if value is None:
             continue
         try:
-            cfg = cfg.replace(**{field: value})
+            cfg = cfg.replace(**{name: value})
         except ConfigError as e:
             raise ApiError(400, f"{param}: {e}", param) from None
     return cfg
@@ -96,84 +162,101 @@ def _stops(stop: Union[str, List[str], None]) -> Tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
-def chat_job(body: ChatRequest, cfg: SpecReasonConfig) -> Job:
-    """The job a chat request asks for; an ``ApiError`` naming the field that is wrong."""
-    _common_checks(body)
-    if body.tools:
-        raise ApiError(400, "tools: SpecReason calls no tools", "tools")
+def _logprobs(cfg: SpecReasonConfig, asked: Optional[int], routed: bool, param: str) -> Optional[int]:
+    """How many top log-probabilities each kept token carries (None: none asked), or a 400 when
+    the judge cannot give the base model's log-probabilities of a drafted step."""
+    if asked is None:
+        return None
+    if not routed and cfg.speculate != "never" and get_judge(cfg.score_method).asks != STEP:
+        raise ApiError(400, f"{param}: the log-probabilities are the base model's, of every kept token; "
+                            f"the judge {cfg.score_method} does not read them for drafted steps. Use a "
+                            "judge that does (specreason.judge: likelihood, likelihood-min, "
+                            "likelihood-numbers or llr)", param)
+    return asked
+
+
+def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True) -> List[Job]:
+    """The jobs a chat request asks for; an ``ApiError`` naming the field that is wrong.
+    ``judged``: the server's mode drafts and judges (a one-model mode speculates nothing)."""
+    if body.tools or (body.tool_choice not in (None, "none")) or body.parallel_tool_calls:
+        param = "tools" if body.tools else "tool_choice" if body.tool_choice not in (None, "none") else "parallel_tool_calls"
+        raise ApiError(400, f"{param}: SpecReason calls no tools", param)
     try:
         talk = conversation([(m.role, _text_of(m, i)) for i, m in enumerate(body.messages)])
     except InputError as e:
-        param = str(e).split(":", 1)[0]
-        raise ApiError(400, str(e), param) from None
-    budget = body.max_completion_tokens or body.max_tokens
-    param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-    options = body.specreason or SpecReasonOptions()
-    return Job(f"chatcmpl-{uuid.uuid4().hex}", _config(cfg, body, budget, param), conversation=talk,
-               stops=_stops(body.stop), trace=options.trace)
+        raise ApiError(400, str(e), str(e).split(":", 1)[0]) from None
+    constraint = _constraint(body)
+    if constraint is not None:
+        constraint = replace(constraint, sampling=_sampling(body, routed=True))
+    else:
+        _sampling(body, routed=False)
+    cap = body.max_completion_tokens or body.max_tokens
+    cfg = _config(cfg if judged else cfg.replace(speculate="never"), body, cap,
+                  "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
+    if body.top_logprobs and not body.logprobs:
+        raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
+    logprobs = _logprobs(cfg, (body.top_logprobs or 0) if body.logprobs else None, constraint is not None,
+                         "logprobs")
+    if constraint is None:
+        cfg = cfg.replace(logprobs=logprobs)
+    options = body.specreason
+    job = Job(f"chatcmpl-{uuid.uuid4().hex}", cfg, conversation=talk, stops=_stops(body.stop),
+              trace=bool(options and options.trace), logprobs=logprobs, constraint=constraint)
+    return [replace(job, index=i) for i in range(body.n or 1)]
 
 
-def completion_job(body: CompletionRequest, cfg: SpecReasonConfig) -> Job:
-    """The job a completion request asks for; an ``ApiError`` naming the field that is wrong."""
-    _common_checks(body)
-    if body.echo:
-        raise ApiError(400, "echo: not supported", "echo")
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise ApiError(400, f"prompt: one prompt per request, got {len(prompt)}", "prompt")
-        prompt = prompt[0]
-    if not prompt:
-        raise ApiError(400, "prompt: the prompt is empty", "prompt")
-    cfg = _config(cfg, body, body.max_tokens, "max_tokens")
-    options = body.specreason or SpecReasonOptions()
-    return Job(f"cmpl-{uuid.uuid4().hex}", cfg, prompt=prompt, max_tokens=cfg.token_budget,
-               stops=_stops(body.stop), trace=options.trace)
+def completion_jobs(body: CompletionRequest, cfg: SpecReasonConfig,
+                    decode: Optional[Callable[[Sequence[int]], str]] = None, judged: bool = True) -> List[Job]:
+    """The jobs a completion request asks for: ``n`` per prompt, choice ``i * n + j`` for the
+    ``j``-th run of prompt ``i``, as OpenAI numbers them. Token-id prompts are decoded with
+    ``decode`` (the base model's tokenizer)."""
+    if body.suffix:
+        raise ApiError(400, "suffix: not supported (SpecReason continues a prompt; it does not fill in)",
+                       "suffix")
+    if body.best_of not in (None, 1):
+        raise ApiError(400, "best_of: not supported; ask for n choices instead", "best_of")
+    constraint = _constraint(body)
+    if constraint is not None:
+        constraint = replace(constraint, sampling=_sampling(body, routed=True))
+    else:
+        _sampling(body, routed=False)
+    prompts = _prompts(body.prompt, decode)
+    cfg = _config(cfg if judged else cfg.replace(speculate="never"), body, body.max_tokens, "max_tokens")
+    if body.echo and body.logprobs is not None:
+        raise ApiError(400, "echo: with logprobs it would need the prompt's log-probabilities, which are "
+                            "not returned; ask for one of the two", "echo")
+    logprobs = _logprobs(cfg, body.logprobs, constraint is not None, "logprobs")
+    if constraint is None:
+        cfg = cfg.replace(logprobs=logprobs)
+    options = body.specreason
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    n = body.n or 1
+    return [Job(rid, cfg, index=i * n + j, prompt=prompt, max_tokens=cfg.max_completion_tokens or cfg.token_budget,
+                stops=_stops(body.stop), trace=bool(options and options.trace), echo=bool(body.echo),
+                logprobs=logprobs, constraint=constraint)
+            for i, prompt in enumerate(prompts) for j in range(n)]
 
 
-#: ``solver(job, on_step, scope)``: run the job (on the calling thread), call ``on_step`` with
-#: each kept step as it is kept, send every runtime request within ``scope``; the result, or
-#: the error that ended the run
-Solver = Callable[[Job, Callable[[Step], None], CancelScope], ProblemResult]
-
-
-class ProgramSolver:
-    """The solver that runs the SpecReason programs on ``roles`` ({"draft": Role, "base":
-    Role}, as ``open_runtimes`` yields them; each run keeps to one replica of each role)."""
-
-    def __init__(self, roles: Dict[str, Role]):
-        self.roles = roles
-        self._runs = itertools.count()
-
-    def __call__(self, job: Job, on_step: Callable[[Step], None], scope: CancelScope) -> ProblemResult:
-        index = next(self._runs)
-        draft, base = self.roles[DRAFT].pick(index), self.roles[BASE].pick(index)
-        backends = {DRAFT: ScopedBackend(draft.backend, scope), BASE: ScopedBackend(base.backend, scope)}
-        if job.is_chat:
-            result = call(specreason, backends[BASE], problem=make_problem(job.conversation.question, id=job.id),
-                          cfg=job.cfg, monitor=_Relay(on_step),
-                          draft=Role(DRAFT, backends[DRAFT], job.conversation.template(draft.template)),
-                          base=Role(BASE, backends[BASE], job.conversation.template(base.template)))
-            if result.error and not scope.cancelled:
-                # the program records its error as text (one failing problem never takes a
-                # batch down); the request that failed holds the error itself
-                failed = [e for b in backends.values() for e in b.errors if not isinstance(e, Cancelled)]
-                raise failed[0] if failed else SpecReasonError(result.error)
-            return result
-        template = Continuation(job.prompt, base.template)
-        return call(continuation, backends[BASE], cfg=job.cfg, max_tokens=job.max_tokens,
-                    stops=list(job.stops), on_step=on_step, draft=Role(DRAFT, backends[DRAFT], template),
-                    base=Role(BASE, backends[BASE], template))
-
-
-class _Relay:
-    """The monitor the ``specreason`` program reports to: hands on each kept step."""
-
-    def __init__(self, on_step: Callable[[Step], None]):
-        self.on_step_ = on_step
-
-    def on_step(self, problem, step: Step) -> None:
-        self.on_step_(step)
-
-    def on_result(self, result: ProblemResult) -> None:
-        pass
+def _prompts(prompt, decode) -> List[str]:
+    """The prompts of a completion request: a string, a list of them, token ids, or a list of
+    token-id lists."""
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif prompt and all(isinstance(x, int) for x in prompt):
+        prompts = [prompt]
+    else:
+        prompts = list(prompt)
+    if not prompts:
+        raise ApiError(400, "prompt: no prompt given", "prompt")
+    out = []
+    for i, p in enumerate(prompts):
+        where = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+        if not isinstance(p, str):
+            if decode is None:
+                raise ApiError(400, f"{where}: token ids need the base model's tokenizer, which is not at "
+                                    "hand here; send text", where)
+            p = decode(p)
+        if not p:
+            raise ApiError(400, f"{where}: the prompt is empty", where)
+        out.append(p)
+    return out

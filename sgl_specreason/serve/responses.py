@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
-from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.serve.jobs import Job
 from sgl_specreason.serve.runs import Finished
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
@@ -29,17 +28,39 @@ def usage(result: ProblemResult) -> dict:
             "prompt_tokens_details": {"cached_tokens": first.cached_tokens if first else 0}}
 
 
-def extension(result: ProblemResult, cfg: SpecReasonConfig, trace: bool = False) -> dict:
-    """The ``specreason`` field of a response: what the run did."""
+def total_usage(results: Sequence[ProblemResult]) -> dict:
+    """The usage of a response of several choices: each run's, summed."""
+    out = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
+    for result in results:
+        one = usage(result)
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            out[key] += one[key]
+        out["prompt_tokens_details"]["cached_tokens"] += one["prompt_tokens_details"]["cached_tokens"]
+    return out
+
+
+def extension(result: ProblemResult, job: Job, scored_by: Optional[str] = None) -> dict:
+    """The ``specreason`` field of a choice: what its run did."""
+    cfg = job.cfg
+    if job.constraint is not None:
+        out = {"routed": "base", "why": f"constrained decoding ({job.constraint.why}) is served by the "
+                                        "base runtime alone, in one request; nothing is drafted",
+               "stop_reason": result.stop_reason, "wall_s": round(result.wall_s, 4)}
+        if job.logprobs is not None:
+            out["logprobs_model"] = scored_by
+        return out
     totals = result.totals()
     kept = {DRAFT: totals.kept_draft_tokens, BASE: totals.kept_base_tokens}
     generated = {DRAFT: totals.draft_tokens, BASE: totals.base_tokens}
     out = {
+        "mode": result.mode,
         "judge": cfg.score_method,
         "threshold": cfg.threshold,
+        "speculate": cfg.speculate,
         "steps": {"total": totals.steps, "drafted": totals.judged_steps, "kept": totals.accepted_steps,
                   "rewritten": totals.judged_steps - totals.accepted_steps},
         "acceptance": totals.acceptance_rate,
+        "speculated_share": totals.speculated_share,
         "judge_calls": totals.judge_calls,
         "tokens": {role: {"generated": generated[role], "kept": kept[role],
                           "prompt": totals.prompt_tokens.get(role, 0),
@@ -48,57 +69,120 @@ def extension(result: ProblemResult, cfg: SpecReasonConfig, trace: bool = False)
         "stop_reason": result.stop_reason,
         "wall_s": round(result.wall_s, 4),
     }
-    if trace:
+    if job.logprobs is not None:
+        out["logprobs_model"] = scored_by
+    if job.trace:
         out["trace"] = {"steps": [asdict(step) for step in result.steps],
                         "answer_call": asdict(result.answer_call) if result.answer_call else None}
     return out
 
 
+def chat_logprobs(entries: list) -> dict:
+    """OpenAI's chat ``logprobs`` of tokens given as [text, log-prob, [[alternative, log-prob]]].
+
+    >>> chat_logprobs([["Hi", -0.5, [["Hi", -0.5], ["Yo", -1.5]]]])["content"][0]["top_logprobs"][1]
+    {'token': 'Yo', 'logprob': -1.5, 'bytes': [89, 111]}
+    """
+    def token(text, logprob):
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    return {"content": [{**token(text, lp), "top_logprobs": [token(t, l) for t, l in top]}
+                        for text, lp, top in entries]}
+
+
+def completion_logprobs(entries: list, offset: int, top: bool) -> dict:
+    """The legacy completions ``logprobs`` of the same tokens, their text offsets counted from
+    ``offset``."""
+    offsets, at = [], offset
+    for text, _, _ in entries:
+        offsets.append(at)
+        at += len(text)
+    return {"tokens": [e[0] for e in entries], "token_logprobs": [e[1] for e in entries],
+            "top_logprobs": [{t: l for t, l in e[2]} for e in entries] if top else None,
+            "text_offset": offsets}
+
+
 class ChatShape:
-    """Chat completion objects and chunks."""
+    """Chat completion objects and chunks, for the choices of one request."""
 
-    def __init__(self, job: Job, model: str, created: int):
-        self.job, self.head = job, {"id": job.id, "created": created, "model": model}
-        self.first = True
+    def __init__(self, jobs: Sequence[Job], model: str, created: int, scored_by: Optional[str] = None):
+        self.jobs, self.head = jobs, {"id": jobs[0].id, "created": created, "model": model}
+        self.scored_by = scored_by
+        self.started = set()
 
-    def whole(self, text: str, end: Finished) -> dict:
+    def _logprobs(self, job: Job, entries: list) -> Optional[dict]:
+        return None if job.logprobs is None else chat_logprobs(entries)
+
+    def whole(self, done: Sequence[Tuple[Job, str, list, Finished]]) -> dict:
         return {**self.head, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": end.finish_reason}],
-                "usage": usage(end.result), "specreason": extension(end.result, self.job.cfg, self.job.trace)}
+                "choices": [{"index": job.index, "message": {"role": "assistant", "content": text},
+                             "logprobs": self._logprobs(job, entries), "finish_reason": end.finish_reason}
+                            for job, text, entries, end in done],
+                "usage": total_usage([end.result for *_, end in done]),
+                **self._extension(done)}
 
-    def _chunk(self, delta: dict, finish: Optional[str]) -> dict:
-        if self.first:
-            delta, self.first = {"role": "assistant", **delta}, False
+    def _extension(self, done) -> dict:
+        parts = [extension(end.result, job, self.scored_by) for job, _, _, end in done]
+        return {"specreason": parts[0] if len(parts) == 1 else parts}
+
+    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None) -> dict:
+        delta = {} if text is None else {"content": text}
+        if job.index not in self.started:
+            delta = {"role": "assistant", **delta}
+            self.started.add(job.index)
         return {**self.head, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+                "choices": [{"index": job.index, "delta": delta, "finish_reason": finish,
+                             "logprobs": self._logprobs(job, entries) if text is not None else None}]}
 
-    def piece(self, text: str) -> dict:
-        return self._chunk({"content": text}, None)
+    def last(self, job: Job, end: Finished, alone: bool) -> dict:
+        """The chunk that ends a choice; alone (the only choice): with the usage and the field."""
+        out = self.chunk(job, None, [], end.finish_reason)
+        if alone:
+            out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
+        return out
 
-    def last(self, end: Finished) -> dict:
-        return {**self._chunk({}, end.finish_reason), "usage": usage(end.result),
-                "specreason": extension(end.result, self.job.cfg, self.job.trace)}
+    def usage_chunk(self, done) -> dict:
+        return {**self.head, "object": "chat.completion.chunk", "choices": [],
+                "usage": total_usage([end.result for *_, end in done]), **self._extension(done)}
 
 
-class CompletionShape:
-    """Text completion objects and chunks."""
+class CompletionShape(ChatShape):
+    """Text completion objects and chunks, for the choices of one request."""
 
-    def __init__(self, job: Job, model: str, created: int):
-        self.job, self.head = job, {"id": job.id, "object": "text_completion", "created": created, "model": model}
+    def __init__(self, jobs: Sequence[Job], model: str, created: int, scored_by: Optional[str] = None):
+        super().__init__(jobs, model, created, scored_by)
+        self.head = {**self.head, "object": "text_completion"}
+        self.sent = {}  # characters of each choice sent so far (its text offsets)
 
-    def _choice(self, text: str, finish: Optional[str]) -> dict:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+    def _choice(self, job: Job, text: str, entries: list, finish: Optional[str], offset: int) -> dict:
+        logprobs = None if job.logprobs is None else completion_logprobs(entries, offset, job.logprobs > 0)
+        return {"index": job.index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
-    def whole(self, text: str, end: Finished) -> dict:
-        return {**self.head, "choices": [self._choice(text, end.finish_reason)], "usage": usage(end.result),
-                "specreason": extension(end.result, self.job.cfg, self.job.trace)}
+    def whole(self, done) -> dict:
+        return {**self.head, "choices": [self._choice(job, (job.prompt if job.echo else "") + text, entries,
+                                                      end.finish_reason, 0)
+                                         for job, text, entries, end in done],
+                "usage": total_usage([end.result for *_, end in done]), **self._extension(done)}
 
-    def piece(self, text: str) -> dict:
-        return {**self.head, "choices": [self._choice(text, None)]}
+    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None) -> dict:
+        text = text or ""
+        if job.index not in self.started:
+            self.started.add(job.index)
+            if job.echo:
+                text = job.prompt + text
+        offset = self.sent.get(job.index, 0)
+        self.sent[job.index] = offset + len(text)
+        return {**self.head, "choices": [self._choice(job, text, entries, finish, offset)]}
 
-    def last(self, end: Finished) -> dict:
-        return self.whole("", end)
+    def last(self, job: Job, end: Finished, alone: bool) -> dict:
+        out = self.chunk(job, "", [], end.finish_reason)
+        if alone:
+            out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
+        return out
+
+    def usage_chunk(self, done) -> dict:
+        return {**self.head, "choices": [], "usage": total_usage([end.result for *_, end in done]),
+                **self._extension(done)}
 
 
 def sse(payload) -> str:

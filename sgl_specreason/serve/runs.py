@@ -7,13 +7,14 @@ import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import AsyncIterator, List, Optional, Union
+from dataclasses import dataclass, field
+from typing import AsyncIterator, List, Optional, Tuple, Union
 
 from sgl_specreason.calls import CancelScope
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.serve.errors import ApiError, api_error
-from sgl_specreason.serve.jobs import Job, Solver
+from sgl_specreason.serve.jobs import Job
+from sgl_specreason.serve.solver import Solver
 from sgl_specreason.serve.stats import Stats
 from sgl_specreason.stopping import BUDGET
 from sgl_specreason.templates import STEP_SEPARATOR
@@ -26,6 +27,7 @@ class ServeSettings:
     ``SpecReasonConfig`` beside it)."""
 
     model_name: str = "specreason"  # the one model /v1/models lists
+    mode: str = "specreason"  # the mode a chat is solved in (any registered mode)
     api_key: Optional[str] = None  # None: no bearer-token check
     max_in_flight: int = 4  # SpecReason runs at once
     max_queue: int = 64  # requests waiting for a run slot; the next one gets 429
@@ -121,31 +123,75 @@ class StopScan:
         return out
 
 
-async def outputs(run: Run) -> AsyncIterator[Union[str, Finished]]:
+@dataclass
+class Piece:
+    """Text of a run as it is kept, with its tokens' log-probabilities (when asked)."""
+
+    text: str
+    logprobs: list = field(default_factory=list)
+
+
+class Aligner:
+    r"""Which tokens' log-probabilities belong to the text sent so far: each token ends at a
+    character offset of the whole text; text held back or cut by a stop string holds back or
+    drops the tokens that end beyond what was sent.
+
+    >>> a = Aligner()
+    >>> a.add("ab", [["a", -1.0, []], ["b", -2.0, []]]); a.add("\n\n", [])
+    >>> [t[0] for t in a.upto(1)], [t[0] for t in a.upto(4)]
+    (['a'], ['b'])
+    """
+
+    def __init__(self):
+        self.length = 0
+        self.pending: List[Tuple[int, list]] = []
+
+    def add(self, text: str, entries: Optional[list]) -> None:
+        offset = self.length
+        for entry in entries or ():
+            offset += len(entry[0])
+            self.pending.append((offset, entry))
+        self.length += len(text)
+
+    def upto(self, end: int) -> list:
+        out = [entry for stop, entry in self.pending if stop <= end]
+        self.pending = [(stop, entry) for stop, entry in self.pending if stop > end]
+        return out
+
+
+async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
     """The text of a run as it is kept (one piece per step; a chat's closing answer last), then
     ``Finished``; an ``ApiError`` if the run failed."""
     job = run.job
     scan = StopScan(job.stops if job.is_chat else ())  # a completion's stops are the program's
+    tokens = Aligner()
     steps: List[Step] = []
     joined = ""  # the steps' text as the result joins it
     while True:
         kind, item = await run.events.get()
         if kind == "step" and not scan.stopped:
+            if steps:
+                tokens.add(STEP_SEPARATOR, None)  # a blank line between steps: no token of theirs
             piece = (STEP_SEPARATOR if steps else "") + item.text
+            tokens.add(item.text, item.logprobs)
             steps.append(item)
             joined += piece
             out = scan.feed(piece)
             if out or not scan.stops:  # one piece per kept step, even an empty first one
-                yield out
+                yield Piece(out, tokens.upto(scan.sent))
             if scan.stopped:
                 run.cancel()  # the text is over: the rest of the run is not wanted
         elif kind == "done" or (kind == "error" and scan.stopped):
             result = item if kind == "done" else ProblemResult(job.id, "", "specreason", steps=steps)
             if not scan.stopped:
                 rest = result.text[len(joined):] if result.text.startswith(joined) else ""
+                answer = result.answer_logprobs or []  # the answer ends the text; what precedes it
+                cut = len(rest) - sum(len(entry[0]) for entry in answer)  # (</think>, blank line) has none
+                tokens.add(rest[:cut], None)
+                tokens.add(rest[cut:], answer)
                 out = scan.feed(rest) + scan.flush()
                 if out:
-                    yield out
+                    yield Piece(out, tokens.upto(scan.sent))
             yield Finished(result, _finish_reason(job, result, scan.stopped))
             return
         elif kind == "error":
@@ -155,9 +201,10 @@ async def outputs(run: Run) -> AsyncIterator[Union[str, Finished]]:
 def _finish_reason(job: Job, result: ProblemResult, stopped: bool) -> str:
     if stopped:
         return "stop"
-    if job.is_chat:
-        return "length" if result.stop_reason == BUDGET else "stop"
-    return "length" if result.stop_reason == "length" else "stop"
+    answer_cut = result.answer_call is not None and result.answer_call.finish_reason == "length"
+    if result.stop_reason in (BUDGET, "length") or answer_cut:
+        return "length"
+    return "stop"
 
 
 class Service:

@@ -1,0 +1,136 @@
+"""The solver that runs a job's program on the runtimes: a chat through the server's mode (any
+registered mode: ``specreason`` by default), a completion through the ``continuation`` program,
+and structured output through the base runtime's own constrained decoding."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Dict, Sequence
+
+from sgl_specreason.calls import Cancelled, CancelScope, Role, ScopedBackend, call
+from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.modes import get_mode, program_call
+from sgl_specreason.problems import make_problem
+from sgl_specreason.programs import constrained_gen, continuation
+from sgl_specreason.programs.steps import read_logprobs
+from sgl_specreason.serve.errors import ApiError
+from sgl_specreason.serve.jobs import Job
+from sgl_specreason.stopping import FINISHED
+from sgl_specreason.templates import Continuation
+from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
+
+#: ``solver(job, on_step, scope)``: run the job (on the calling thread), call ``on_step`` with
+#: each kept step as it is kept, send every runtime request within ``scope``; the result, or
+#: the error that ended the run
+Solver = Callable[[Job, Callable[[Step], None], CancelScope], ProblemResult]
+
+#: a step's ``choice`` when the base model served the whole reply under constrained decoding
+CONSTRAINED = "constrained"
+
+
+class ProgramSolver:
+    """Runs jobs on ``roles`` ({"draft": Role, "base": Role}, as ``open_runtimes`` yields them;
+    each run keeps to one replica of each role) in ``mode``."""
+
+    def __init__(self, roles: Dict[str, Role], mode: str = "specreason"):
+        self.roles = roles
+        self.mode = get_mode(mode)
+        self._runs = itertools.count()
+
+    def __call__(self, job: Job, on_step: Callable[[Step], None], scope: CancelScope) -> ProblemResult:
+        index = next(self._runs)
+        picked = {name: role.pick(index) for name, role in self.roles.items()}
+        backends = {name: ScopedBackend(role.backend, scope) for name, role in picked.items()}
+        if job.constraint is not None:
+            return self._constrained(job, picked[BASE], backends[BASE], on_step)
+        if not job.is_chat:
+            return self._continue(job, picked, backends, on_step)
+        roles = {name: Role(name, backends[name], job.conversation.template(picked[name].template))
+                 for name in self.mode.roles}
+        program, arguments, backend = program_call(self.mode.name, make_problem(job.conversation.question, id=job.id),
+                                                   0, job.cfg, roles, _Relay(on_step))
+        result = call(program, backend, **arguments)
+        if result.error and not scope.cancelled:
+            # the program records its error as text (one failing problem never takes a batch
+            # down); the request that failed holds the error itself
+            failed = [e for b in backends.values() for e in b.errors if not isinstance(e, Cancelled)]
+            raise failed[0] if failed else SpecReasonError(result.error)
+        return result
+
+    def _continue(self, job: Job, picked: Dict[str, Role], backends: Dict[str, ScopedBackend], on_step):
+        """A completion: the judged modes draft and judge its steps; a one-model mode has that
+        model continue alone (``speculate`` never, with it in both roles)."""
+        cfg = job.cfg
+        if self.mode.judged:
+            draft, base = DRAFT, BASE
+        else:
+            draft = base = self.mode.roles[0]
+            cfg = cfg.replace(speculate="never", first_n_base_steps=0)
+        template = Continuation(job.prompt, picked[base].template)
+        return call(continuation, backends[base], cfg=cfg, max_tokens=job.max_tokens, stops=list(job.stops),
+                    on_step=on_step, draft=Role(DRAFT, backends[draft], template),
+                    base=Role(BASE, backends[base], template))
+
+    def _constrained(self, job: Job, role: Role, backend: ScopedBackend, on_step) -> ProblemResult:
+        """The base model alone, in one request, under the job's constraint."""
+        c, cfg = job.constraint, job.cfg
+        prompt = job.conversation.template(role.template).plain(job.conversation.question) \
+            if job.is_chat else job.prompt
+        limit = cfg.max_completion_tokens or (cfg.token_budget if job.is_chat else job.max_tokens)
+        text, meta = call(constrained_gen, backend, prompt=prompt, max_new=limit, temp=cfg.base_temperature,
+                          top_p_=cfg.top_p, regex=c.regex, json_schema=c.json_schema,
+                          stops=job.stops if not job.is_chat else (), logprobs=job.logprobs,
+                          **dict(c.sampling))
+        finish = meta.get("finish_reason") or {}
+        step = Step(0, BASE, text, int(meta.get("completion_tokens") or 0), base_text=text,
+                    base_tokens=int(meta.get("completion_tokens") or 0), choice=CONSTRAINED,
+                    calls=[Call.from_meta(BASE, "step", meta)],
+                    logprobs=read_logprobs(meta, "output") if job.logprobs is not None else None)
+        on_step(step)
+        kind = finish.get("type", "") if isinstance(finish, dict) else str(finish)
+        return ProblemResult(job.id, "", "constrained", text=text, steps=[step],
+                             stop_reason=FINISHED if kind == "stop" else kind)
+
+    def warm(self, job: Job) -> None:
+        """Prefill the prompt every run of ``job`` starts from on each runtime it uses, so that
+        runs started together (``n`` > 1) share it from the radix cache instead of each
+        computing it."""
+        for name in ((BASE,) if job.constraint is not None else self.mode.roles):
+            role = self.roles[name]
+            if job.is_chat:
+                template = job.conversation.template(role.template)
+                prompt = (template.plain(job.conversation.question) if job.constraint is not None
+                          else template.reasoning(job.conversation.question, []))
+            else:
+                prompt = job.prompt
+            for replica in role.replicas or (role,):
+                cache = getattr(replica.backend, "cache_prefix", None)
+                if cache is not None:
+                    cache(prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids of the base model as text (a completion's token-id prompt)."""
+        backend = self.roles[BASE].backend
+        tokenizer = backend.prepare_tokenizer() if hasattr(backend, "prepare_tokenizer") else None
+        if tokenizer is None:
+            raise ApiError(400, "prompt: token ids need the base model's tokenizer in the server's process "
+                                f"({getattr(backend, 'tokenizer_note', None) or 'none at hand'}); send text",
+                           "prompt")
+        try:
+            return tokenizer.decode(list(ids))
+        except (ValueError, TypeError, OverflowError, IndexError) as e:
+            raise ApiError(400, f"prompt: token ids the base model's tokenizer cannot decode ({e})",
+                           "prompt") from None
+
+
+class _Relay:
+    """The monitor a program reports to: hands on each kept step."""
+
+    def __init__(self, on_step: Callable[[Step], None]):
+        self.on_step_ = on_step
+
+    def on_step(self, problem, step: Step) -> None:
+        self.on_step_(step)
+
+    def on_result(self, result: ProblemResult) -> None:
+        pass
