@@ -10,7 +10,9 @@ whether drafting and judging it is cheaper than letting the base model write it.
 - d, b: seconds per token of the draft and the base runtime on the calls just made, at the
   load each runtime has now (requests this process has in flight to it);
 - j: seconds of a judgement at that load;
-- a: the share of judged steps kept lately, for this judge and threshold;
+- a: the share of judged steps kept lately, for this judge and threshold, read optimistically:
+  its estimate plus one standard error (a few judged steps say little: one early rejection
+  must not turn speculation off, and the bound tightens as steps are judged);
 - L: the tokens of recent drafted steps.
 
 Every figure is an exponentially weighted mean of what the program measured around its own
@@ -44,8 +46,10 @@ CHOICES = (SPECULATE, BASE, PROBE_SPECULATE, PROBE_BASE)
 
 #: a side whose figures are this many decisions old is taken once, as a probe
 PROBE_EVERY = 8
-#: weight of the newest measurement in each running mean
+#: weight of the newest measurement in each running mean of a cost (costs follow the load)
 WEIGHT = 0.25
+#: judged steps the acceptance remembers (it belongs to the rule and the problems, not the load)
+ACCEPTANCE_MEMORY = 32
 
 
 @dataclass
@@ -56,6 +60,34 @@ class Mean:
 
     def add(self, x: float) -> None:
         self.value = x if self.value is None else (1 - WEIGHT) * self.value + WEIGHT * x
+
+
+@dataclass
+class Rate:
+    """The share of judged steps kept, over about the last ``ACCEPTANCE_MEMORY`` of them.
+
+    >>> rate = Rate()
+    >>> rate.add(False)
+    >>> round(rate.estimate(), 3), round(rate.optimistic(), 3)  # one rejection: still unsure
+    (0.333, 0.606)
+    """
+
+    kept: float = 0.0
+    seen: float = 0.0
+
+    def add(self, kept: bool) -> None:
+        keep = 1 - 1 / ACCEPTANCE_MEMORY
+        self.kept = self.kept * keep + kept
+        self.seen = self.seen * keep + 1
+
+    def estimate(self) -> float:
+        """With one kept and one rejected step assumed before any was judged (Laplace)."""
+        return (self.kept + 1) / (self.seen + 2)
+
+    def optimistic(self) -> float:
+        """The estimate plus one standard error."""
+        a = self.estimate()
+        return min(1.0, a + (a * (1 - a) / (self.seen + 2)) ** 0.5)
 
 
 @dataclass
@@ -97,7 +129,7 @@ class LiveCosts:
         self.base_s_per_token = ByLoad()
         self.judge_s = ByLoad()
         self.step_tokens = Mean()
-        self.kept: Dict[Hashable, Mean] = {}  # acceptance per rule
+        self.kept: Dict[Hashable, Rate] = {}  # acceptance per rule
         #: decisions since each side was last measured
         self.unmeasured = {SPECULATE: 0, BASE: 0}
 
@@ -112,7 +144,7 @@ class LiveCosts:
     def judged(self, load: int, seconds: float, rule: Hashable, kept: bool) -> None:
         with self.lock:
             self.judge_s.add(load, seconds)
-            self.kept.setdefault(rule, Mean()).add(1.0 if kept else 0.0)
+            self.kept.setdefault(rule, Rate()).add(kept)
 
     def base_wrote(self, load: int, seconds: float, tokens: int) -> None:
         if tokens > 0:
@@ -127,7 +159,7 @@ class LiveCosts:
         with self.lock:
             d, j = self.draft_s_per_token.at(draft_load), self.judge_s.at(base_load)
             b, length = self.base_s_per_token.at(base_load), self.step_tokens.value
-            a = self.kept[rule].value if rule in self.kept else None
+            a = self.kept[rule].optimistic() if rule in self.kept else None
         base_s = None if None in (b, length) else b * length
         if None in (d, j, a, base_s):
             return Estimate(None if None in (d, j, a, length) else d * length + j, base_s)

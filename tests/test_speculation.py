@@ -14,6 +14,7 @@ from sgl_specreason.speculation import (
     PROBE_SPECULATE,
     SPECULATE,
     Estimate,
+    Rate,
     LiveCosts,
     live_costs,
     speculates,
@@ -33,7 +34,9 @@ def test_auto_learns_each_side_then_takes_the_cheaper_one():
     costs.judged(0, 0.5, RULE, kept=True)
     assert costs.choose("auto", RULE, 0, 0) == BASE  # the base model's cost is not known yet
     costs.base_wrote(0, 4.0, 10)  # 0.4 s/token
-    assert costs.estimate(RULE, 0, 0) == Estimate(1.0 + 0.5 + 0 * 4.0, 4.0)
+    one = Rate()
+    one.add(True)  # one step judged and kept: acceptance read as about 0.94, not 1
+    assert costs.estimate(RULE, 0, 0) == Estimate(1.0 + 0.5 + (1 - one.optimistic()) * 4.0, 4.0)
     assert costs.choose("auto", RULE, 0, 0) == SPECULATE
     for _ in range(10):  # drafts rejected from now on: 1.5 + (1 - a) * 4 passes 4 below a = 0.375
         costs.judged(0, 0.5, RULE, kept=False)
@@ -156,3 +159,17 @@ def test_auto_switches_when_the_costs_cross():
     assert totals.policy_steps == len(result.steps) - 1
     assert 0 < totals.speculated_share < 1
     assert live_costs(draft, base) is live_costs(draft, base)  # shared by every problem on the pair
+
+
+def test_one_early_rejection_does_not_turn_speculation_off():
+    """Measured on the CPU pair: a first judged step rejected made a plain running mean read the
+    acceptance as 0, and auto gave 88 % of the steps to the base model although drafts were kept
+    at 87 % there. Read with its uncertainty, one rejection says little."""
+    costs = LiveCosts()
+    costs.drafted(0, 7.0, 50)  # 0.14 s a draft token
+    costs.judged(0, 3.0, RULE, kept=False)
+    costs.base_wrote(0, 25.0, 50)  # 0.5 s a base token
+    assert costs.choose("auto", RULE, 0, 0) == SPECULATE
+    for _ in range(12):  # but a rule that keeps almost nothing is given up
+        costs.judged(0, 3.0, RULE, kept=False)
+    assert costs.choose("auto", RULE, 0, 0) == BASE
