@@ -69,7 +69,7 @@ class Rate:
     >>> rate = Rate()
     >>> rate.add(False)
     >>> round(rate.estimate(), 3), round(rate.optimistic(), 3)  # one rejection: still unsure
-    (0.333, 0.606)
+    (0.333, 0.605)
     """
 
     kept: float = 0.0
