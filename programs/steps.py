@@ -118,7 +118,7 @@ class Steps:
                     calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                     + [Call.from_meta(BASE, "judge", v) for v in verdicts])
         if self.cfg.logprobs is not None and verdicts and lengths[best] is not None:
-            step.logprobs = read_logprobs(verdicts[best], "input", lengths[best])
+            step.logprobs = read_logprobs(verdicts[best], "input", lengths[best], self.cfg.logprobs)
         self.costs.judged(load, time.perf_counter() - started, self.rule,
                           step.score >= self.cfg.threshold)
         return step
@@ -175,10 +175,11 @@ def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
     return step
 
 
-def read_logprobs(meta: dict, side: str, count: Optional[int] = None) -> list:
+def read_logprobs(meta: dict, side: str, count: Optional[int] = None, top: Optional[int] = None) -> list:
     """Each token's [text, log-prob, [[alternative, log-prob], ...]] from a reply's ``meta_info``:
     the tokens it wrote (``side`` "output"), or ``count`` prompt tokens of a prefill asked with
-    ``logprob_start_len`` one token before them ("input"; SGLang scores no first position).
+    ``logprob_start_len`` one token before them ("input"; SGLang scores no first position); at
+    most ``top`` alternatives each (a call may have asked for more).
 
     >>> read_logprobs({"output_token_logprobs": [[-0.1, 7, "a"]],
     ...                "output_top_logprobs": [[[-0.1, 7, "a"], [-2.5, 8, "b"]]]}, "output")
@@ -188,8 +189,9 @@ def read_logprobs(meta: dict, side: str, count: Optional[int] = None) -> list:
     tops = meta.get(f"{side}_top_logprobs") or [None] * len(tokens)
     if side == "input":
         tokens, tops = tokens[1:1 + count], tops[1:1 + count]
-    return [[entry[2] or "", entry[0], [[alt[2] or "", alt[0]] for alt in (top or []) if alt[0] is not None]]
-            for entry, top in zip(tokens, tops) if entry[0] is not None]
+    return [[entry[2] or "", entry[0],
+             [[alt[2] or "", alt[0]] for alt in (alts or []) if alt[0] is not None][:top]]
+            for entry, alts in zip(tokens, tops) if entry[0] is not None]
 
 
 def tokens_of(reply: Reply) -> int:

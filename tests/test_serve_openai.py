@@ -48,11 +48,16 @@ def test_n_choices_are_independent_runs_with_their_index_and_summed_usage():
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 2 * sum(map(len, STEPS))
 
 
-def test_include_usage_adds_a_last_chunk_with_the_usage():
+def test_include_usage_adds_a_last_chunk_with_the_usage_and_n_reads_the_prompt_once():
     with live_app(app_on_fakes()) as (url, _):
-        chunks = list(client_of(url).chat.completions.create(
+        client = client_of(url)
+        chunks = list(client.chat.completions.create(
             model="m", messages=CHAT["messages"], stream=True, stream_options={"include_usage": True}))
+        one = client.chat.completions.create(model="m", messages=CHAT["messages"])
+        three = client.chat.completions.create(model="m", messages=CHAT["messages"], n=3)
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == sum(map(len, STEPS))
+    assert chunks[-2].choices[0].finish_reason == "stop" and chunks[-2].usage is None  # only in the last
+    assert three.usage.prompt_tokens == one.usage.prompt_tokens  # as OpenAI counts n choices
 
 
 def likelihood(score=9):
@@ -101,6 +106,13 @@ def test_completions_take_lists_of_prompts_echo_and_token_ids():
     assert [c.index for c in listed.choices] == [0, 1, 2, 3]
     assert echoed.choices[0].text.startswith("Q: 3?\n") and len(echoed.choices[0].text) > len("Q: 3?\n")
     assert streamed[0].choices[0].text.startswith("Q: 3?\n")
+    draft, base, cfg = likelihood(score=9)
+    with TestClient(create_app(fake_roles(draft, base), cfg)) as http:
+        scored = http.post("/v1/completions", json={"model": "m", "prompt": "Q: 4?\n", "echo": True, "logprobs": 1,
+                                                    "max_tokens": 30}).json()["choices"][0]
+    tokens = scored["logprobs"]["tokens"]
+    assert "".join(tokens[:len("Q: 4?\n")]) == "Q: 4?\n"  # the prompt's tokens first, scored by the base
+    assert scored["logprobs"]["token_logprobs"][0] is None and scored["logprobs"]["text_offset"][:2] == [0, 1]
     with TestClient(app_on_fakes()) as http:  # fake runtimes have no tokenizer here: a clear 400
         reply = http.post("/v1/completions", json={"model": "m", "prompt": [1, 2, 3]})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "prompt"

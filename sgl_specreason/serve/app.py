@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import hmac
 from contextlib import asynccontextmanager
 from typing import Dict, Optional
@@ -124,15 +125,19 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         body.update({"in_flight": len(service.runs), "queued": service.queued})
         return body
 
+    context: list = []  # the shortest context of the runtimes, once asked
+
     def model_card() -> dict:
         served = {name: getattr(role.backend, "model_path", None) for name, role in (roles or {}).items()}
+        if not context:
+            context.append(_context_length(roles))
         return {"id": settings.model_name, "object": "model", "created": 0, "owned_by": "sgl-specreason",
-                "specreason": served}
+                "root": settings.model_name, "max_model_len": context[0], "specreason": served}
 
     @app.get("/v1/models")
     async def models(request: Request):
         check_key(request)
-        return {"object": "list", "data": [model_card()]}
+        return {"object": "list", "data": [await asyncio.to_thread(model_card)]}
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str, request: Request):
@@ -140,7 +145,7 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         if model_id != settings.model_name:
             raise ApiError(404, f"The model '{model_id}' does not exist (this server serves "
                                 f"'{settings.model_name}')", "model", "model_not_found")
-        return model_card()
+        return await asyncio.to_thread(model_card)
 
     def include_usage(body) -> bool:
         return bool(body.stream_options and body.stream_options.include_usage)
@@ -158,9 +163,24 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         check_key(request)
         decode = getattr(solver, "decode", None)
         jobs = await asyncio.to_thread(completion_jobs, body, cfg, decode, judged)
+        jobs = await _echo_logprobs(jobs)
         await _warm(jobs)
         return await respond(service, jobs, bool(body.stream), request, False, settings.model_name,
                              include_usage(body), scored_by)
+
+    async def _echo_logprobs(jobs):
+        """An echoed prompt with logprobs: its tokens as the base model scores them, once per prompt."""
+        scores = getattr(solver, "prompt_logprobs", None)
+        if scores is None or not jobs[0].echo or jobs[0].logprobs is None:
+            return jobs
+        scored = {}
+        try:
+            for job in jobs:
+                if job.prompt not in scored:
+                    scored[job.prompt] = await asyncio.to_thread(scores, job.prompt, job.logprobs)
+        except Exception as e:
+            raise api_error(e, "prompt") from None
+        return [replace(job, prompt_logprobs=scored[job.prompt]) for job in jobs]
 
     async def _warm(jobs) -> None:
         """Several runs from one prompt: prefill it once first, so that they share it."""
@@ -178,3 +198,19 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
                     raise api_error(e, "messages" if group[0].is_chat else "prompt") from None
 
     return app
+
+
+def _context_length(roles: Optional[Dict[str, Role]]) -> Optional[int]:
+    """The shortest context of the runtimes, as their own ``/v1/models`` tells it (None when
+    none tells)."""
+    lengths = []
+    for role in (roles or {}).values():
+        ask = getattr(role.backend, "request", None)
+        if ask is None:
+            continue
+        try:
+            data = ask("/v1/models", timeout=10.0).get("data") or []
+        except Exception:  # a runtime that does not answer: the card goes without it
+            continue
+        lengths += [m["max_model_len"] for m in data if isinstance(m.get("max_model_len"), int)]
+    return min(lengths) if lengths else None

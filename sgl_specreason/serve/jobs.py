@@ -57,6 +57,9 @@ class Job:
     #: the base model's log-probabilities of the kept tokens: None (not asked), 0 (each token's
     #: own), k (and its top k alternatives)
     logprobs: Optional[int] = None
+    #: with ``echo`` and ``logprobs``: the prompt's tokens as the base model scores them (the
+    #: first has none), filled in before the run
+    prompt_logprobs: Optional[list] = None
     constraint: Optional[Constraint] = None
 
     @property
@@ -222,9 +225,6 @@ def completion_jobs(body: CompletionRequest, cfg: SpecReasonConfig,
         _sampling(body, routed=False)
     prompts = _prompts(body.prompt, decode)
     cfg = _config(cfg if judged else cfg.replace(speculate="never"), body, body.max_tokens, "max_tokens")
-    if body.echo and body.logprobs is not None:
-        raise ApiError(400, "echo: with logprobs it would need the prompt's log-probabilities, which are "
-                            "not returned; ask for one of the two", "echo")
     logprobs = _logprobs(cfg, body.logprobs, constraint is not None, "logprobs")
     if constraint is None:
         cfg = cfg.replace(logprobs=logprobs)

@@ -115,7 +115,7 @@ async def respond(service: Service, jobs: Sequence[Job], stream: bool, request: 
             while True:
                 if isinstance(item, Finished):
                     done.append((job, "", [], item))
-                    yield sse(shape.last(job, item, alone=len(jobs) == 1))
+                    yield sse(shape.last(job, item, alone=len(jobs) == 1 and not include_usage))
                     if len(done) == len(jobs):
                         break
                 else:

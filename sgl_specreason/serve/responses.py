@@ -28,14 +28,21 @@ def usage(result: ProblemResult) -> dict:
             "prompt_tokens_details": {"cached_tokens": first.cached_tokens if first else 0}}
 
 
-def total_usage(results: Sequence[ProblemResult]) -> dict:
-    """The usage of a response of several choices: each run's, summed."""
+def total_usage(done: Sequence[Tuple[Job, str, list, Finished]]) -> dict:
+    """The usage of a response of several choices: their completion tokens summed, the prompt
+    counted once per distinct prompt (the ``n`` runs of one prompt read it once, as OpenAI
+    counts it)."""
     out = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
-    for result in results:
-        one = usage(result)
-        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
-            out[key] += one[key]
-        out["prompt_tokens_details"]["cached_tokens"] += one["prompt_tokens_details"]["cached_tokens"]
+    seen = set()
+    for job, _, _, end in done:
+        one = usage(end.result)
+        out["completion_tokens"] += one["completion_tokens"]
+        prompt = job.prompt if job.prompt is not None else job.conversation
+        if prompt not in seen:
+            seen.add(prompt)
+            out["prompt_tokens"] += one["prompt_tokens"]
+            out["prompt_tokens_details"]["cached_tokens"] += one["prompt_tokens_details"]["cached_tokens"]
+    out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     return out
 
 
@@ -118,7 +125,7 @@ class ChatShape:
                 "choices": [{"index": job.index, "message": {"role": "assistant", "content": text},
                              "logprobs": self._logprobs(job, entries), "finish_reason": end.finish_reason}
                             for job, text, entries, end in done],
-                "usage": total_usage([end.result for *_, end in done]),
+                "usage": total_usage(done),
                 **self._extension(done)}
 
     def _extension(self, done) -> dict:
@@ -135,7 +142,8 @@ class ChatShape:
                              "logprobs": self._logprobs(job, entries) if text is not None else None}]}
 
     def last(self, job: Job, end: Finished, alone: bool) -> dict:
-        """The chunk that ends a choice; alone (the only choice): with the usage and the field."""
+        """The chunk that ends a choice; alone (the only choice, and no separate usage chunk asked
+        for): with the usage and the field."""
         out = self.chunk(job, None, [], end.finish_reason)
         if alone:
             out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
@@ -143,7 +151,7 @@ class ChatShape:
 
     def usage_chunk(self, done) -> dict:
         return {**self.head, "object": "chat.completion.chunk", "choices": [],
-                "usage": total_usage([end.result for *_, end in done]), **self._extension(done)}
+                "usage": total_usage(done), **self._extension(done)}
 
 
 class CompletionShape(ChatShape):
@@ -159,17 +167,17 @@ class CompletionShape(ChatShape):
         return {"index": job.index, "text": text, "logprobs": logprobs, "finish_reason": finish}
 
     def whole(self, done) -> dict:
-        return {**self.head, "choices": [self._choice(job, (job.prompt if job.echo else "") + text, entries,
-                                                      end.finish_reason, 0)
+        return {**self.head, "choices": [self._choice(job, (job.prompt if job.echo else "") + text,
+                                                      (job.prompt_logprobs or []) + entries, end.finish_reason, 0)
                                          for job, text, entries, end in done],
-                "usage": total_usage([end.result for *_, end in done]), **self._extension(done)}
+                "usage": total_usage(done), **self._extension(done)}
 
     def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None) -> dict:
         text = text or ""
         if job.index not in self.started:
             self.started.add(job.index)
             if job.echo:
-                text = job.prompt + text
+                text, entries = job.prompt + text, (job.prompt_logprobs or []) + entries
         offset = self.sent.get(job.index, 0)
         self.sent[job.index] = offset + len(text)
         return {**self.head, "choices": [self._choice(job, text, entries, finish, offset)]}
@@ -181,7 +189,7 @@ class CompletionShape(ChatShape):
         return out
 
     def usage_chunk(self, done) -> dict:
-        return {**self.head, "choices": [], "usage": total_usage([end.result for *_, end in done]),
+        return {**self.head, "choices": [], "usage": total_usage(done),
                 **self._extension(done)}
 
 

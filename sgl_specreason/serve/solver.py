@@ -11,7 +11,7 @@ from sgl_specreason.calls import Cancelled, CancelScope, Role, ScopedBackend, ca
 from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.modes import get_mode, program_call
 from sgl_specreason.problems import make_problem
-from sgl_specreason.programs import constrained_gen, continuation
+from sgl_specreason.programs import constrained_gen, continuation, judge_steps
 from sgl_specreason.programs.steps import read_logprobs
 from sgl_specreason.serve.errors import ApiError
 from sgl_specreason.serve.jobs import Job
@@ -107,6 +107,17 @@ class ProgramSolver:
                 cache = getattr(replica.backend, "cache_prefix", None)
                 if cache is not None:
                     cache(prompt)
+
+    def prompt_logprobs(self, prompt: str, top: int) -> list:
+        """The prompt's tokens as the base model scores them, from one prefill (an echoed prompt
+        with ``logprobs``): [text, log-prob (None for the first), alternatives]."""
+        backend = self.roles[BASE].backend
+        [meta] = call(judge_steps, backend, prefix="", continuations=[prompt], top_logprobs=max(1, top),
+                      logprob_start=0)
+        tokens = meta.get("input_token_logprobs") or []
+        tops = meta.get("input_top_logprobs") or [None] * len(tokens)
+        return [[entry[2] or "", entry[0], [[alt[2] or "", alt[0]] for alt in (alts or []) if alt[0] is not None][:top]]
+                for entry, alts in zip(tokens, tops)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids of the base model as text (a completion's token-id prompt)."""
