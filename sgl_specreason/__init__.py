@@ -1,4 +1,4 @@
-"""SpecReason (speculative reasoning) on SGLang: the machinery behind the programs in ``programs``."""
+"""SpecReason (speculative reasoning) on SGLang: the machinery behind the programs in ``sgl_specreason.programs``."""
 
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig

@@ -162,14 +162,11 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                                 "runtime's own tokenizer folder, when it is a folder here)")
 
 
-# The rule for the default local CPU pair, chosen on GSM8K train 0-39 (the development split,
-# eval/reports/gsm8k-train-frontier): the base model writes the first step, and a drafted step is
-# kept when its worst number token is at least ~37 % likely to the base model
-# (likelihood-numbers >= 9). It was the only rule measured within 2 points of base-only: 60.0 %
-# against 57.5 %, at 1.11x wall (73 % of drafts kept). likelihood-numbers >= 6 alone was faster
-# (1.22x) but 20 points less accurate; the paper's question cannot judge at this model size
-# (AUROC 0.50, eval/reports/cpu-2026-11-24/judges). Given URLs or other models keep the paper's
-# judge (greedy >= 7) unless told otherwise.
+# The rule for the default local CPU pair, chosen on GSM8K train (the development split): the
+# base model writes the first step, then a drafted step is kept when its worst number token is
+# likely enough to the base model (likelihood-numbers >= 9). Why, with the measured figures of
+# every rule tried: eval/reports/gsm8k-train-frontier/README.md. Given URLs or other models keep
+# the paper's judge (greedy >= 7) unless told otherwise.
 LOCAL_PAIR_DEFAULTS = {"score_method": "likelihood-numbers", "threshold": 9.0, "first_n_base_steps": 1}
 
 
@@ -200,8 +197,8 @@ def runtime_options(args, parallel: int = 1) -> RuntimeOptions:
     """The runtimes the flags of ``add_runtime_flags`` name; ``parallel``: problems in flight at
     once, which sets the default threads per local CPU server."""
     # Two CPU runtimes busy at once (problems in parallel, pipelining, the race) share the
-    # cores: on a 2-core machine one OMP thread each decoded 7.3 / 3.1 tok/s together, two
-    # threads each only 1.8 / 1.5.
+    # cores: one OMP thread each is much faster together than two each (the figures: docs/usage.md,
+    # "On a CPU").
     both_busy = parallel > 1 or getattr(args, "pipeline", None) or getattr(args, "race_base_step", None)
     threads = args.threads or (1 if both_busy else 2)
     per_problem = CONNECTIONS_PER_PROBLEM + (getattr(args, "num_drafts", None) or 1) - 1

@@ -44,9 +44,9 @@ class RuntimeOptions:
     base_model: str = "qwen2.5-coder-1.5b"
     draft_template: Optional[str] = None
     base_template: Optional[str] = None
-    #: None: the device's default (``runtime.DEVICE_DEFAULTS``). On a CPU without bf16 hardware,
-    #: measured: bf16 decodes ~1.5x faster than fp32 (the draft mostly decodes), fp32 prefills
-    #: 5-9x faster (the base mostly judges, a prefill); on CUDA the model's own dtype.
+    #: None: the device's default (``runtime.DEVICE_DEFAULTS``, which says why): on a CPU bf16 for
+    #: the draft (it mostly decodes), fp32 for the base (it mostly judges, a prefill); on CUDA the
+    #: model's own dtype.
     draft_dtype: Optional[str] = None
     base_dtype: Optional[str] = None
     device: str = "auto"

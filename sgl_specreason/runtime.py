@@ -59,14 +59,14 @@ class DeviceDefaults:
 
 
 DEVICE_DEFAULTS = {
-    # Measured on a CPU without bf16 hardware (docs/usage.md, "On a CPU"): bf16 decodes faster, fp32
-    # prefills 5-9x faster, and the base model judges by prefill.
+    # Chosen on a CPU without bf16 hardware (the figures: docs/usage.md, "On a CPU"): bf16 decodes
+    # faster, fp32 prefills faster, and the base model judges by prefill.
     "cpu": DeviceDefaults(
         dtypes={"draft": "bfloat16", "base": "float32"}, max_total_tokens=16384, sets_threads=True,
         why="on CPUs without bf16 hardware bf16 decodes faster (the draft) and fp32 prefills 5-9x "
             "faster (the base model judges by prefill); an unbounded CPU KV pool takes ~14.5 GB"),
-    # fp32 would double a GPU model's weights (a 32B base: 128 GB), and a fixed 16K-token pool
-    # would admit two 8K-budget problems at once: SGLang sizes it from --mem-fraction-static.
+    # fp32 would double a GPU model's weights, and a fixed token pool sized for a CPU would admit
+    # only a few long-budget problems at once: SGLang sizes it from --mem-fraction-static.
     "cuda": DeviceDefaults(
         dtypes={}, max_total_tokens=None, sets_threads=False,
         why="the model's own dtype, as trained (fp32 would double the weights: 128 GB for a 32B "
