@@ -7,12 +7,20 @@
         --base-speculative-algorithm EAGLE --base-speculative-draft-model-path /models/QwQ-32B-eagle \\
         --base-speculative-num-steps 3 --base-speculative-eagle-topk 1 --base-speculative-num-draft-tokens 4
 
+    python scripts/launch_runtimes.py --draft-workers 2 --base-workers 2 --router   # scale-out
+
 Then point any command at them: ``sgl-specreason batch --draft-url ... --base-url ...``.
 ``--draft-arg`` / ``--base-arg`` pass any other ``sglang.launch_server`` flag through
 (``--base-arg=--enable-torch-compile``). Server logs go to ``--log-dir``.
+
+With ``--draft-workers N --base-workers M --router`` it starts N + M SGLang workers and one
+SGLang router per role in front of them (``--router-policy``, cache-aware by default: a
+problem's requests share their prefix and stay on the worker that holds it) and prints the two
+router URLs; without ``--router``, the workers' URLs joined by commas.
 """
 
 import argparse
+import dataclasses
 import shlex
 import signal
 import sys
@@ -23,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sgl_specreason.calls import wait_event  # noqa: E402
 from sgl_specreason.config import SpecReasonConfig  # noqa: E402
-from sgl_specreason.flags import add_runtime_flags, guarded  # noqa: E402
+from sgl_specreason.flags import add_runtime_flags, guarded, positive_int  # noqa: E402
+from sgl_specreason.router import POLICIES, launch  # noqa: E402
 from sgl_specreason.runner import RuntimeOptions, dry_run, open_runtimes  # noqa: E402
 from sgl_specreason.trace import BASE, DRAFT  # noqa: E402
 
@@ -45,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SPECULATIVE:
         spec.add_argument(f"--base-speculative-{name}", help=f"--speculative-{name} of the base server")
     parser.add_argument("--seed", type=int, help="--random-seed of both servers")
+    scale = parser.add_argument_group("scale-out on SGLang's router")
+    for role in (DRAFT, BASE):
+        scale.add_argument(f"--{role}-workers", type=positive_int, default=1, help=f"{role} workers (default 1)")
+    scale.add_argument("--router", action="store_true",
+                       help="one SGLang router per role in front of its workers (python -m sglang_router.launch_router)")
+    scale.add_argument("--router-policy", choices=POLICIES, default="cache_aware",
+                       help="the routers' policy (default cache_aware: requests that share a prefix go "
+                            "to the worker that holds it)")
     return parser
 
 
@@ -82,6 +99,8 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     cfg = SpecReasonConfig(seed=args.seed)
+    if args.router or args.draft_workers > 1 or args.base_workers > 1:
+        return scale_out(args, cfg)
     if args.dry_run:
         return dry_run(options(args), cfg, (DRAFT, BASE))
     stop = threading.Event()
@@ -97,6 +116,30 @@ def run(args) -> int:
         except KeyboardInterrupt:
             pass
     print("both runtimes stopped")
+    return 0
+
+
+def scale_out(args, cfg) -> int:
+    """Several workers per role, and a router per role in front of them with ``--router``."""
+    workers = {DRAFT: args.draft_workers, BASE: args.base_workers}
+    opts = options(args)
+    if opts.threads is None:  # several servers share the cores: one OMP thread each
+        opts = dataclasses.replace(opts, threads=1)
+    with launch(opts, cfg, workers, args.router_policy, router=args.router, dry_run=args.dry_run) as urls:
+        if args.dry_run:
+            return 0
+        what = "router" if args.router else "workers"
+        print(f"draft {what}: {urls[DRAFT]}\nbase {what}: {urls[BASE]}")
+        print(f"use them: sgl-specreason batch --draft-url {urls[DRAFT]} --base-url {urls[BASE]} "
+              "--input problems.jsonl", flush=True)
+        print("Ctrl-C or SIGTERM stops everything", flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            wait_event(stop)
+        except KeyboardInterrupt:
+            pass
+    print("workers and routers stopped")
     return 0
 
 

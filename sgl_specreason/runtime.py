@@ -104,6 +104,31 @@ class ServerSpec:
         return resolve_device(self.device)
 
     @property
+    def what(self) -> str:
+        """How messages name this server."""
+        return f"{self.role} SGLang server"
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.role}-{self.port}.log"
+
+    def ready(self, url: str) -> bool:
+        """The server at ``url`` answers ``/health``."""
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as resp:
+                return resp.status == 200
+        except Exception:
+            return False
+
+    def check(self) -> None:
+        """Fail before starting when the server could not start."""
+        if not Path(self.model_path).is_dir():
+            raise RuntimeStartError(
+                f"{self.role} model folder {self.model_path} does not exist (expected a Hugging "
+                "Face model folder with config.json)"
+            )
+
+    @property
     def defaults(self) -> DeviceDefaults:
         return DEVICE_DEFAULTS[self.resolved_device]
 
@@ -195,7 +220,7 @@ class LocalServer:
     def __init__(self, spec: ServerSpec):
         self.spec = spec
         self.process: Optional[subprocess.Popen] = None
-        self.log_path = Path(spec.log_dir) / f"{spec.role}-{spec.port}.log"
+        self.log_path = Path(spec.log_dir) / spec.log_name
 
     @property
     def url(self) -> str:
@@ -215,15 +240,11 @@ class LocalServer:
 
     def start(self) -> None:
         spec = self.spec
-        if not Path(spec.model_path).is_dir():
-            raise RuntimeStartError(
-                f"{spec.role} model folder {spec.model_path} does not exist (expected a Hugging "
-                "Face model folder with config.json)"
-            )
+        spec.check()
         if not port_is_free(spec.port, spec.host):
             raise RuntimeStartError(
                 f"port {spec.port} on {spec.host} is already in use; pick another port for the "
-                f"{spec.role} runtime, or pass its URL to use the server already there"
+                f"{spec.what}, or pass its URL to use the server already there"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")
@@ -245,25 +266,21 @@ class LocalServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def wait_ready(self, timeout: float = 600.0) -> None:
-        """Block until ``/health`` answers 200; fail with the log's tail if the server dies."""
+        """Block until the server is ready (``spec.ready``: ``/health`` answers 200); fail with
+        the log's tail if it dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
                 raise RuntimeStartError(
-                    f"the {self.spec.role} SGLang server exited with code {code} while starting "
-                    f"(model {self.spec.model_path}). Last lines of {self.log_path}:\n"
-                    f"{self.log_tail()}"
+                    f"the {self.spec.what} exited with code {code} while starting. Last lines of "
+                    f"{self.log_path}:\n{self.log_tail()}"
                 )
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as resp:
-                    if resp.status == 200:
-                        return
-            except Exception:
-                pass
+            if self.spec.ready(self.url):
+                return
             time.sleep(1.0)
         raise RuntimeStartError(
-            f"the {self.spec.role} SGLang server did not become healthy within {timeout:g} s. "
+            f"the {self.spec.what} did not become healthy within {timeout:g} s. "
             f"Last lines of {self.log_path}:\n{self.log_tail()}"
         )
 

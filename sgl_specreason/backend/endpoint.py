@@ -115,11 +115,32 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
 
     def abort(self, rid: str) -> None:
         """Ask the runtime to stop request ``rid``; it answers that request at once with what it
-        has (finish reason ``abort``). Best effort: a request that already ended is left as is."""
+        has (finish reason ``abort``). Behind SGLang's router, which does not forward the abort,
+        every worker it lists is asked (only the one running ``rid`` has it). Best effort: a
+        request that already ended is left as is."""
+        limit = min(10.0, self.timeout)
         try:
-            self.send("/abort_request", {"rid": rid}, min(10.0, self.timeout), None, False)
+            self.send("/abort_request", {"rid": rid}, limit, None, False)
+            return
+        except RuntimeCallError as e:
+            if getattr(e, "status", None) != 404:
+                return  # the request will simply run to its end
+        for worker in self.workers():
+            try:
+                self.send(worker + "/abort_request", {"rid": rid}, limit, None, False)
+            except RuntimeCallError:
+                pass
+
+    def workers(self) -> List[str]:
+        """The healthy workers behind this URL when it is SGLang's router (``GET /workers``);
+        none when it is a runtime itself or does not answer."""
+        try:
+            listed = self.send("/workers", None, min(10.0, self.timeout), None, True)
         except RuntimeCallError:
-            pass  # the request will simply run to its end
+            return []
+        entries = listed.get("workers") if isinstance(listed, dict) else None
+        return [w["url"].rstrip("/") for w in entries or () if isinstance(w, dict) and w.get("url")
+                and w.get("is_healthy", True)]
 
     def _prefill_only(self, text: str, s=None):
         data = {"text": text, "sampling_params": {"max_new_tokens": 0}}
@@ -176,9 +197,16 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
         return tokens.encode(tokenizer, texts)
 
     def tokenize_on_runtime(self, texts: List[str]) -> List[List[int]]:
-        """Token ids of each text from the runtime's ``/tokenize`` (a round trip)."""
-        reply = self.request("/tokenize", {"prompt": list(texts), "add_special_tokens": True})
-        return reply["tokens"]
+        """Token ids of each text from the runtime's ``/tokenize`` (a round trip); behind SGLang's
+        router, which does not forward it, from one of its workers."""
+        payload = {"prompt": list(texts), "add_special_tokens": True}
+        try:
+            return self.request("/tokenize", payload)["tokens"]
+        except RuntimeCallError as e:
+            workers = self.workers() if getattr(e, "status", None) == 404 else []
+            if not workers:
+                raise
+        return self.request(workers[0] + "/tokenize", payload)["tokens"]
 
     def prepare_tokenizer(self):
         """The in-process tokenizer, or None when the runtime is asked; the first call loads it

@@ -171,6 +171,7 @@ class RuntimeHttp:
         error = (RuntimeServerError if code >= 500 else RuntimeCallError)(
             f"{self.where} answered HTTP {code} to {path}: {detail}")
         error.resend = code >= 500
+        error.status = code
         raise error
 
     def failure(self, e: httpx.HTTPError, path: str, limit: float, during: str = "") -> RuntimeCallError:
