@@ -1,0 +1,25 @@
+"""The scale-out report: the cache-aware router held to the comma list's cache share, and the
+fault run held to nothing lost."""
+
+from sgl_specreason.eval.router_report import table, verdicts, write_report
+
+
+def line(setup, per_s, draft, base):
+    return {"setup": setup, "num_requests": 16, "other": {
+        "errors": 0, "problems_per_s": per_s, "problem_latency_s": {"p50": 10.0, "p99": 20.0},
+        "cache_hit_ratio": {"draft": draft, "base": base}, "acceptance_rate": 0.5}}
+
+
+def test_cache_share_within_five_points_and_nothing_lost(tmp_path):
+    records = [line("router cache_aware", 0.2, 0.80, 0.90), line("router round_robin", 0.15, 0.40, 0.50),
+               line("comma list", 0.19, 0.82, 0.97),
+               {"setup": "fault: a base worker killed half-way (router cache_aware)", "problems": 16,
+                "expected": 16, "lost": 0, "duplicated": 0, "errors": 0, "healthy_base_workers_after": 1,
+                "base_workers": 2}]
+    out = verdicts(records)
+    assert out[0].startswith("- met: draft cache share through the cache-aware router 80.0 %")
+    assert out[1].startswith("- NOT met: base cache share") and "97.0 %" in out[1]
+    assert "1.05x" in out[2] and out[3].startswith("- met: a base worker killed half-way: 0 lost")
+    assert "| router round_robin | 16 | 0 | 0.1500 |" in table(records)
+    write_report(records, tmp_path, "--workers 2")
+    assert (tmp_path / "router.png").exists() and "## Targets" in (tmp_path / "README.md").read_text()
