@@ -48,6 +48,9 @@ class Job:
     id: str
     cfg: SpecReasonConfig
     index: int = 0
+    #: which prompt of the request it continues (a completion may send several, even the same
+    #: one twice; its ``n`` runs share it)
+    source: int = 0
     conversation: Optional[Conversation] = None
     prompt: Optional[str] = None
     max_tokens: Optional[int] = None  # a completion's cap (a chat's is cfg.max_completion_tokens)
@@ -231,7 +234,7 @@ def completion_jobs(body: CompletionRequest, cfg: SpecReasonConfig,
     options = body.specreason
     rid = f"cmpl-{uuid.uuid4().hex}"
     n = body.n or 1
-    return [Job(rid, cfg, index=i * n + j, prompt=prompt, max_tokens=cfg.max_completion_tokens or cfg.token_budget,
+    return [Job(rid, cfg, index=i * n + j, source=i, prompt=prompt, max_tokens=cfg.max_completion_tokens or cfg.token_budget,
                 stops=_stops(body.stop), trace=bool(options and options.trace), echo=bool(body.echo),
                 logprobs=logprobs, constraint=constraint)
             for i, prompt in enumerate(prompts) for j in range(n)]

@@ -29,17 +29,15 @@ def usage(result: ProblemResult) -> dict:
 
 
 def total_usage(done: Sequence[Tuple[Job, str, list, Finished]]) -> dict:
-    """The usage of a response of several choices: their completion tokens summed, the prompt
-    counted once per distinct prompt (the ``n`` runs of one prompt read it once, as OpenAI
-    counts it)."""
+    """The usage of a response of several choices: their completion tokens summed, each prompt
+    of the request counted once (the ``n`` runs of one prompt read it once, as OpenAI counts it)."""
     out = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
     seen = set()
     for job, _, _, end in done:
         one = usage(end.result)
         out["completion_tokens"] += one["completion_tokens"]
-        prompt = job.prompt if job.prompt is not None else job.conversation
-        if prompt not in seen:
-            seen.add(prompt)
+        if job.source not in seen:
+            seen.add(job.source)
             out["prompt_tokens"] += one["prompt_tokens"]
             out["prompt_tokens_details"]["cached_tokens"] += one["prompt_tokens_details"]["cached_tokens"]
     out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
