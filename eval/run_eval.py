@@ -18,7 +18,7 @@ import argparse
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -37,23 +37,10 @@ from sgl_specreason.errors import ConfigError, SpecReasonError
 from sgl_specreason.grading import extract
 from sgl_specreason.judges import SCORE_METHODS
 from sgl_specreason.problems import Problem
-from sgl_specreason.modes import MODES, roles_for
+from sgl_specreason.modes import MODES, Variant, roles_for
 from sgl_specreason.runner import Monitor, dry_run, flush_caches, open_runtimes, run_problems
 from sgl_specreason.store import ResultStore, done_keys
 from sgl_specreason.trace import BASE, ProblemResult
-
-
-@dataclass(frozen=True)
-class Mode:
-    label: str  # "base", "draft", "specreason-greedy-7", "specreason-likelihood-numbers-6+pipeline"
-    program: str  # run_problems mode: specreason, base, draft, base-gen, dropin
-    cfg: SpecReasonConfig
-
-    def to_dict(self) -> dict:
-        c = self.cfg
-        return {"label": self.label, "program": self.program, "threshold": c.threshold,
-                "score_method": c.score_method, "num_drafts": c.num_drafts, "pipeline": c.pipeline,
-                "race_base_step": c.race_base_step, "first_n_base_steps": c.first_n_base_steps}
 
 
 #: the programs whose modes name a judge (METHOD-THRESHOLD)
@@ -81,7 +68,7 @@ def mode_options(options: Sequence[str], name: str) -> dict:
 
 
 def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Sequence[str],
-               cfg: SpecReasonConfig) -> List[Mode]:
+               cfg: SpecReasonConfig) -> List[Variant]:
     modes = []
     for name in names:
         head, *options = name.split("+")
@@ -95,7 +82,7 @@ def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Seque
                     f"--score-methods and --thresholds), or "
                     f"{' / '.join(p + '-METHOD-THRESHOLD' for p in SPECULATING)}, each optionally "
                     f"followed by +OPTION ({OPTION_HELP})")
-            modes.append(Mode(name, head, cfg))
+            modes.append(Variant(name, head, cfg))
             continue
         try:
             mode_cfg = cfg.replace(**mode_options(options, name))
@@ -120,9 +107,9 @@ def plan_modes(names: Sequence[str], thresholds: Sequence[float], methods: Seque
     return modes
 
 
-def _judged_mode(program: str, method: str, threshold: float, cfg: SpecReasonConfig, suffix: str) -> Mode:
+def _judged_mode(program: str, method: str, threshold: float, cfg: SpecReasonConfig, suffix: str) -> Variant:
     c = cfg.replace(score_method=method, threshold=threshold)
-    return Mode(f"{program}-{method}-{threshold:g}{suffix}", program, c)
+    return Variant(f"{program}-{method}-{threshold:g}{suffix}", program, c)
 
 
 #: config fields that change how a run reacts to failures, not what it computes
@@ -131,14 +118,14 @@ OPERATIONAL = ("request_timeout", "request_retries")
 DEFAULT_CONFIG = {k: v for k, v in asdict(SpecReasonConfig()).items() if k not in OPERATIONAL}
 
 
-def mode_settings(mode: Mode, roles: Optional[dict] = None) -> dict:
+def mode_settings(mode: Variant, roles: Optional[dict] = None) -> dict:
     """What a mode's records depend on: its whole config and, once the runtimes are up, the model
     (folder name, as served) and prompt template of each runtime it uses. Written into every
     record, so that a resumed run cannot mix records made with other settings."""
     out = {"config": {k: v for k, v in asdict(mode.cfg).items() if k not in OPERATIONAL}}
     if roles is not None:
         out["models"] = {role: f"{Path(roles[role].backend.model_path).name} ({roles[role].template.name})"
-                         for role in roles_for(mode.program)}
+                         for role in roles_for(mode.mode)}
     return out
 
 
@@ -149,7 +136,7 @@ def _differences(old, new, where: str = "") -> List[str]:
     return [] if old == new else [f"{where}: {old!r} in the file, {new!r} now"]
 
 
-def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Mode],
+def check_settings(path: Path, records: Sequence[dict], modes: Sequence[Variant],
                    roles: Optional[dict] = None) -> int:
     """Refuse to add to ``path`` records of a mode that it already holds with other settings;
     returns how many of the modes' records there carry no settings (older files).
@@ -186,7 +173,7 @@ class EvalMonitor(Monitor):
     """Adds the evaluation fields to each record (graded when it was recorded, by the data set's
     kind of answer: see ``_run_mode``)."""
 
-    def __init__(self, writer, mode: Mode, items: Dict[str, tuple], settings: dict, **kwargs):
+    def __init__(self, writer, mode: Variant, items: Dict[str, tuple], settings: dict, **kwargs):
         super().__init__(writer, **kwargs)
         self.mode = mode
         self.items = items  # result id -> (EvalProblem, sample)
@@ -212,7 +199,7 @@ def run(args) -> int:
         print(f"note: {unknown} records of these modes in {args.result_file} carry no settings "
               f"(written before records had them): they are taken as made with these settings")
     done = finished_keys(earlier)
-    roles_needed = sorted({r for m in modes for r in roles_for(m.program)})
+    roles_needed = sorted({r for m in modes for r in roles_for(m.mode)})
     if args.dry_run:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_needed)
     print(f"{len(problems)} problems from {args.dataset}, k={args.k}, modes: {', '.join(m.label for m in modes)}")
@@ -239,7 +226,7 @@ def run(args) -> int:
     return 1 if any(row["errors"] for row in report["rows"]) else 0
 
 
-def _run_mode(mode: Mode, problems, args, done: set, roles: dict, writer) -> None:
+def _run_mode(mode: Variant, problems, args, done: set, roles: dict, writer) -> None:
     """Run ``mode`` on what of ``problems`` (k samples each) is not ``done`` yet."""
     items = {}
     todo: List[Problem] = []
@@ -258,7 +245,7 @@ def _run_mode(mode: Mode, problems, args, done: set, roles: dict, writer) -> Non
     flush_caches(roles)
     monitor = EvalMonitor(writer, mode, items, mode_settings(mode, roles), show_steps=args.verbose)
     started = time.perf_counter()
-    run_problems(todo, mode.cfg, roles, mode.program, monitor, args.parallel)
+    run_problems(todo, mode.cfg, roles, mode.mode, monitor, args.parallel)
     print(f"== {mode.label}: {time.perf_counter() - started:.0f} s")
 
 

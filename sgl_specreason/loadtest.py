@@ -34,7 +34,7 @@ import numpy as np
 
 from sgl_specreason.calls import POLL_S, wait_result
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.modes import get_mode, program_call
+from sgl_specreason.modes import Variant, get_mode, program_call
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import summary
 from sgl_specreason.store import ResultStore
@@ -49,15 +49,6 @@ class Level:
     @property
     def label(self) -> str:
         return f"concurrency {self.value:g}" if self.kind == "closed" else f"rate {self.value:g}/s"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """What one column of a load test runs: a mode under a config (its speculation policy)."""
-
-    label: str
-    mode: str
-    cfg: SpecReasonConfig
 
 
 def variants(modes: Sequence[str], cfg: SpecReasonConfig, policies: Sequence[str] = ()) -> List[Variant]:

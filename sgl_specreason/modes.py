@@ -44,6 +44,22 @@ register_mode = MODES.add
 get_mode = MODES.find
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A mode run under one config: what a load test's column and an evaluation's mode are.
+    ``label`` names it ("base", "specreason-likelihood-numbers-9+base1", "specreason/auto")."""
+
+    label: str
+    mode: str  # a name in MODES
+    cfg: Any  # SpecReasonConfig
+
+    def to_dict(self) -> dict:
+        c = self.cfg
+        return {"label": self.label, "program": self.mode, "threshold": c.threshold,
+                "score_method": c.score_method, "num_drafts": c.num_drafts, "pipeline": c.pipeline,
+                "race_base_step": c.race_base_step, "first_n_base_steps": c.first_n_base_steps}
+
+
 def roles_for(mode: str) -> Tuple[str, ...]:
     """The runtimes a mode needs."""
     return get_mode(mode).roles

@@ -177,7 +177,7 @@ def test_modes_switch_drafts_pipelining_race_and_the_drop_in_backend():
     assert [m.label for m in modes] == [
         "specreason-likelihood-numbers-6+n4", "specreason-greedy-7+pipeline+race",
         "specreason-average-5+base1", "base-gen", "dropin-likelihood-numbers-6+pipeline"]
-    assert [m.program for m in modes] == ["specreason", "specreason", "specreason", "base-gen", "dropin"]
+    assert [m.mode for m in modes] == ["specreason", "specreason", "specreason", "base-gen", "dropin"]
     assert modes[0].cfg.num_drafts == 4 and not modes[0].cfg.pipeline
     assert modes[1].cfg.pipeline and modes[1].cfg.race_base_step and modes[1].cfg.threshold == 7
     assert modes[2].cfg.first_n_base_steps == 1
