@@ -78,11 +78,11 @@ def final_answer(s, prompt, max_answer_tokens, temp, top_p_, logprobs=None):
 
 @sgl.function
 def constrained_gen(s, prompt, max_new, temp, top_p_, regex=None, json_schema=None, freq_penalty=None,
-                    pres_penalty=None, stop_ids=None, stops=(), logprobs=None, cancel=None):
+                    pres_penalty=None, stop_ids=None, ignore_eos_=None, stops=(), logprobs=None, cancel=None):
     """The whole reply under constrained decoding (a regular expression or a JSON schema), by the
     model alone in one request: what a request that asks for structured output gets."""
     s += prompt + sgl.gen("text", max_tokens=max_new, temperature=temp, top_p=top_p_, regex=regex,
                           json_schema=json_schema, frequency_penalty=freq_penalty,
-                          presence_penalty=pres_penalty, stop_token_ids=stop_ids,
+                          presence_penalty=pres_penalty, stop_token_ids=stop_ids, ignore_eos=ignore_eos_,
                           stop=list(stops) or None, **_with_logprobs(logprobs))
     return gen_result(s, "text")

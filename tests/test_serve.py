@@ -201,6 +201,7 @@ def test_models_and_health():
     ({**CHAT, "seed": 3}, "seed"),
     ({**CHAT, "logit_bias": {"50256": -100}}, "logit_bias"),
     ({**CHAT, "stop_token_ids": [2]}, "stop_token_ids"),
+    ({**CHAT, "ignore_eos": True}, "ignore_eos"),
     ({**CHAT, "ebnf": "root ::= 'a'"}, "ebnf"),
     ({**CHAT, "tools": [{"type": "function"}]}, "tools"),
     ({**CHAT, "logprobs": True}, "logprobs"),  # the paper's judge reads no step log-probabilities

@@ -26,8 +26,9 @@ It always stops what it started: serve gets SIGTERM (it stops its runtimes), and
 serve's process tree is still alive after that is killed by PID.
 
 What the load generator sends: one user message, ``max_completion_tokens`` = the output length
-(serve's token budget), ``temperature`` 0, streamed; ``ignore_eos`` (the base runtime writes
-exactly that many tokens; serve ignores the field). Its time to first token is serve's time to
+(serve's token budget), ``temperature`` 0, streamed; ``ignore_eos`` to the base runtime (it
+writes exactly that many tokens); not to serve, which refuses it (``--disable-ignore-eos``: a
+SpecReason run ends where its reasoning ends). Its time to first token is serve's time to
 its first kept step. Serve's completion tokens are its kept steps plus, when the budget ends the
 reasoning without an answer, the closing answer (``--answer-max-tokens`` at most).
 

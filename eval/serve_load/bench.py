@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from sgl_specreason.eval.serve_load.runs import Run, Setup
+from sgl_specreason.eval.serve_load.runs import SERVE, Run, Setup
 
 #: the load generator (``sglang.bench_serving`` is its deprecated alias in SGLang 0.5.23)
 BENCH_MODULE = "sglang.benchmark.serving"
@@ -37,6 +37,8 @@ def bench_command(run: Run, url: str, setup: Setup, tokenizer: str, dataset: Pat
            "--output-file", str(output), "--output-details", "--disable-tqdm"]
     if model_name:
         cmd += ["--served-model-name", model_name]
+    if run.target == SERVE:  # serve refuses ignore_eos: a SpecReason run ends where its reasoning does
+        cmd += ["--disable-ignore-eos"]
     return cmd
 
 

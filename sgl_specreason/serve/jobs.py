@@ -131,6 +131,12 @@ def _sampling(body: CommonRequest, routed: bool) -> Tuple[Tuple[str, object], ..
         if not routed:
             raise ApiError(400, f"stop_token_ids: {TWO_VOCABULARIES}; use stop strings", "stop_token_ids")
         out.append(("stop_ids", list(body.stop_token_ids)))
+    if body.ignore_eos:
+        if not routed:
+            raise ApiError(400, "ignore_eos: a SpecReason run ends where its reasoning ends (an answer, or the "
+                                "budget); it has no end of sequence to ignore. Load generators: pass "
+                                "--disable-ignore-eos", "ignore_eos")
+        out.append(("ignore_eos_", True))
     if body.logit_bias:
         raise ApiError(400, f"logit_bias: {TWO_VOCABULARIES}", "logit_bias")
     if body.seed is not None:

@@ -68,6 +68,7 @@ class CommonRequest(_Strict):
     repetition_penalty: Optional[float] = Field(None, gt=0, le=2)
     logit_bias: Optional[Dict[str, float]] = None
     stop_token_ids: Optional[List[int]] = None
+    ignore_eos: Optional[bool] = None
     # SGLang's constrained decoding (its extensions to OpenAI's API)
     regex: Optional[str] = None
     ebnf: Optional[str] = None
