@@ -100,6 +100,7 @@ def test_the_load_generator_command_reads_a_local_data_set_and_names_serves_mode
     direct = sl.bench_command(RUNS[1], "http://127.0.0.1:30000", SETUP, "/models/smol", Path("/w/p.json"),
                               Path("/w/out.jsonl"), python="python")
     assert "--served-model-name" not in direct  # the base runtime's model name is its path
+    assert "--disable-ignore-eos" in cmd and "--disable-ignore-eos" not in direct  # serve refuses ignore_eos
 
 
 def test_the_result_line_is_the_last_one_the_load_generator_appended(tmp_path):
