@@ -42,7 +42,7 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: di
             if step["score"] is not None:
                 histogram[min(9, max(0, int(step["score"])))] += 1
 
-    return {
+    row = {
         "dataset": dataset, "mode": mode, "problems": n, "samples": len(records),
         "pass_at_1": pass1, "pass_at_1_se": se, "baseline_pass_at_1": baseline.get("pass_at_1"),
         "wall_s_per_problem": wall, "wall_s_total": sum(walls),
@@ -61,6 +61,9 @@ def _row(dataset: str, mode: str, records: List[dict], costs: dict, baseline: di
         "limits": speedup_limits(totals, len(records), analytic, kept, baseline, costs),
         "projected": None if projection is None else projected(records, projection, baseline.get("projected")),
     }
+    if totals.speculated_share is not None:  # records that say how the speculation policy chose
+        row["speculated_share"] = totals.speculated_share
+    return row
 
 
 def build_report(path: Path, modes: Sequence[str], dataset: Optional[str] = None,

@@ -53,6 +53,11 @@ def markdown(rows: Sequence[dict], costs: dict, projection: Optional[Costs] = No
                  f"{fmt(costs['draft_s_per_token'] and 1000 * costs['draft_s_per_token'], '.0f')} ms, base "
                  f"{fmt(costs['base_s_per_token'] and 1000 * costs['base_s_per_token'], '.0f')} ms; judge call "
                  f"{fmt(costs['judge_s'] and 1000 * costs['judge_s'], '.0f')} ms.")
+    chosen = [r for r in rows if r.get("speculated_share") is not None]
+    if chosen:
+        lines.append("Speculation policy: of the steps it chose for, the share drafted and judged: "
+                     + "; ".join(f"{r['dataset']}/{r['mode']} {100 * r['speculated_share']:.0f} %" for r in chosen)
+                     + ".")
     limited = [r for r in rows if r["limits"]]
     if limited:
         lines += ["", "What the analytic speedup is made of (analytic speedup = per-token speedup x length "
