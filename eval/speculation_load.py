@@ -68,18 +68,20 @@ def verdicts(lines: Sequence[dict]) -> List[str]:
     out = []
     levels = sorted({line["other"]["concurrency"] for line in lines if line["other"]["loop"] == "closed"})
     for level in levels:
-        by = {policy_of(line["backend"]): line["other"]["problems_per_s"] for line in lines
+        at = {policy_of(line["backend"]): line["other"] for line in lines
               if line["other"]["loop"] == "closed" and line["other"]["concurrency"] == level}
-        if not all(p in by for p in POLICIES):
+        if not all(p in at for p in POLICIES):
             continue
-        best_fixed = max(by["always"], by["never"])
-        better = "always" if by["always"] >= by["never"] else "never"
-        ratio = by["auto"] / best_fixed if best_fixed else None
-        met = ratio is not None and ratio >= KEEP_UP
-        strictly = by["auto"] > best_fixed
-        out.append(f"- c={level:g}: auto {by['auto']:.4f} problems/s, {ratio:.2f}x the better fixed policy "
-                   f"({better}, {best_fixed:.4f}): {'met' if met else 'NOT met'} (>= {KEEP_UP:.2f})"
-                   f"{'; strictly better than both' if strictly else ''}")
+        for key, unit in (("kept_tokens_per_s", "kept tok/s"), ("problems_per_s", "problems/s")):
+            by = {p: at[p][key] for p in POLICIES}
+            best_fixed = max(by["always"], by["never"])
+            better = "always" if by["always"] >= by["never"] else "never"
+            ratio = by["auto"] / best_fixed if best_fixed else None
+            met = ratio is not None and ratio >= KEEP_UP
+            strictly = by["auto"] > best_fixed
+            out.append(f"- c={level:g}, {unit}: auto {by['auto']:.4f}, {ratio:.2f}x the better fixed policy "
+                       f"({better}, {best_fixed:.4f}): {'met' if met else 'NOT met'} (>= {KEEP_UP:.2f})"
+                       f"{'; strictly better than both' if strictly else ''}")
     return out
 
 
@@ -140,11 +142,20 @@ def problem_seconds(record: dict, costs: Costs, batch: float, curve: Dict[int, f
     return total
 
 
+def probe_share(records: Sequence[dict]) -> Optional[float]:
+    """The share of auto's policy steps that were probes (None: no auto steps recorded)."""
+    choices = [s.get("choice", "") for r in records for s in r["steps"]]
+    policy = [c for c in choices if c in ("speculate", "base", "probe-speculate", "probe-base")]
+    return sum(c.startswith("probe") for c in policy) / len(policy) if policy else None
+
+
 def project(records: Dict[str, Sequence[dict]], costs: Costs, levels: Sequence[int],
-            curve: Dict[int, float]) -> Dict[str, Dict[int, float]]:
+            curve: Dict[int, float], probes: Optional[float] = None) -> Dict[str, Dict[int, float]]:
     """Projected problems/s of always and never at each level (closed loop: ``c`` clients, each
-    problem's latency priced at batch ``c``), and of auto: the cheaper of the two at that level
-    on all but one step in ``PROBE_EVERY``, which takes the other."""
+    problem's latency priced at batch ``c``), and of auto: the cheaper of the two at that level,
+    but for its probes of the other (``probes``: the share auto's own records show; at most one
+    step in ``PROBE_EVERY`` when not known)."""
+    probes = 1 / PROBE_EVERY if probes is None else probes
     out: Dict[str, Dict[int, float]] = {"always": {}, "never": {}, "auto": {}}
     for c in levels:
         latency = {p: sum(problem_seconds(r, costs, c, curve) for r in records[p]) / len(records[p])
@@ -152,7 +163,7 @@ def project(records: Dict[str, Sequence[dict]], costs: Costs, levels: Sequence[i
         for p in ("always", "never"):
             out[p][c] = c / latency[p]
         cheaper, other = sorted(("always", "never"), key=lambda p: latency[p])
-        mixed = (1 - 1 / PROBE_EVERY) * latency[cheaper] + latency[other] / PROBE_EVERY
+        mixed = (1 - probes) * latency[cheaper] + probes * latency[other]
         out["auto"][c] = c / mixed
     return out
 
@@ -206,12 +217,15 @@ def report(folder: Path, costs_path: Optional[Path], levels: Sequence[int]) -> s
         first = {policy_of(line["backend"]): problems[line["other"]["run_id"]] for line in closed
                  if line["other"]["concurrency"] == 1}
         if all(first.get(p) for p in ("always", "never")):
-            projected = project(first, costs, levels, H100_FORK_SCALING)
+            probes = probe_share([r for line in closed if policy_of(line["backend"]) == "auto"
+                                  for r in problems[line["other"]["run_id"]]])
+            projected = project(first, costs, levels, H100_FORK_SCALING, probes)
             text += ["", f"## PROJECTION onto {costs.name} (a simulation, not a measurement)", "",
                      "The c=1 records of always and never, every call priced with the costs file, "
                      "each runtime's decode scaled by its batch at level c (H100 forks of "
-                     "R1-Distill-1.5B, applied to both models); auto takes the cheaper policy on all "
-                     f"but 1 step in {PROBE_EVERY}.", "",
+                     "R1-Distill-1.5B, applied to both models); auto takes the cheaper policy but for "
+                     f"its probes of the other, {100 * (probes if probes is not None else 1 / PROBE_EVERY):.0f} % "
+                     "of its steps as its records here show.", "",
                      "| level | always | never | auto | auto / better |", "|---|---:|---:|---:|---:|"]
             for c in levels:
                 best = max(projected["always"][c], projected["never"][c])

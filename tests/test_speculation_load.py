@@ -26,7 +26,7 @@ def problem(run_id, choice):
 def line(c, policy, per_s, run_id):
     return {"backend": f"specreason/{policy}", "num_requests": 2, "accuracy": 0.5,
             "other": {"loop": "closed", "concurrency": c, "problems_per_s": per_s, "errors": 0,
-                      "kept_tokens_per_s": 1.0, "problem_latency_s": {"p50": 1.0, "p99": 2.0},
+                      "kept_tokens_per_s": 100 * per_s, "problem_latency_s": {"p50": 1.0, "p99": 2.0},
                       "acceptance_rate": 0.5, "speculated_share": 1.0, "busy_share": {"draft": 0.5, "base": 0.5},
                       "run_id": run_id}}
 
@@ -45,8 +45,9 @@ def test_auto_is_held_to_the_better_fixed_policy_at_each_level(folder):
     lines, problems = sl.read(folder)
     assert "stale-run" not in problems  # a run no summary names is not counted
     out = sl.verdicts(lines)
-    assert out[0].startswith("- c=1: auto 0.0990 problems/s, 0.99x the better fixed policy (always, 0.1000): met")
-    assert out[1].endswith("met (>= 0.95); strictly better than both")
+    assert out[0].startswith("- c=1, kept tok/s: auto 9.9000, 0.99x the better fixed policy (always, 10.0000): met")
+    assert out[1].startswith("- c=1, problems/s: auto 0.0990, 0.99x the better fixed policy (always, 0.1000): met")
+    assert out[3].endswith("met (>= 0.95); strictly better than both")
 
 
 def test_steps_cost_per_kept_token_by_how_they_were_written(folder):
@@ -65,5 +66,8 @@ def test_the_projection_prices_each_call_and_scales_decode_with_the_batch(folder
     assert sl.problem_seconds(problems["n1"][0], costs, 2, curve) == pytest.approx(4.0 * 1.5)
     projected = sl.project({"always": problems["a1"], "never": problems["n1"]}, costs, [1, 2], curve)
     assert projected["always"][1] == pytest.approx(1 / 0.45)
-    auto = (1 - 1 / sl.PROBE_EVERY) * 0.45 + 4.0 / sl.PROBE_EVERY
+    auto = (1 - 1 / sl.PROBE_EVERY) * 0.45 + 4.0 / sl.PROBE_EVERY  # probes not known: the most there can be
     assert projected["auto"][1] == pytest.approx(1 / auto)
+    measured = sl.project({"always": problems["a1"], "never": problems["n1"]}, costs, [1], curve, probes=0.02)
+    assert measured["auto"][1] == pytest.approx(1 / (0.98 * 0.45 + 0.02 * 4.0))
+    assert sl.probe_share([{"steps": [{"choice": "speculate"}, {"choice": "probe-base"}, {"choice": "first"}]}]) == 0.5
