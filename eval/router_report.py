@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from sgl_specreason.eval.report.tables import fmt
 from sgl_specreason.trace import BASE, DRAFT
 
 #: the cache-aware router's share of cached prompt tokens may trail the list's by this much
@@ -42,12 +43,6 @@ def verdicts(records: Sequence[dict]) -> List[str]:
 
 
 def table(records: Sequence[dict]) -> str:
-    def f(x, spec=".4f"):
-        return "-" if x is None else format(x, spec)
-
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.1f} %"
-
     rows = ["| set-up | problems | errors | problems/s | latency p50 / p99 s | cached prompt tokens draft / base | acceptance |",
             "|---|---:|---:|---:|---|---|---:|"]
     for r in records:
@@ -55,9 +50,9 @@ def table(records: Sequence[dict]) -> str:
             continue
         o = r["other"]
         lat = o["problem_latency_s"]
-        rows.append(f"| {r['setup']} | {r['num_requests']} | {o['errors']} | {f(o['problems_per_s'])} | "
-                    f"{f(lat['p50'], '.1f')} / {f(lat['p99'], '.1f')} | {pct(_share(r, DRAFT))} / {pct(_share(r, BASE))} | "
-                    f"{pct(o['acceptance_rate'])} |")
+        rows.append(f"| {r['setup']} | {r['num_requests']} | {o['errors']} | {fmt(o['problems_per_s'], '.4f')} | "
+                    f"{fmt(lat['p50'], '.1f')} / {fmt(lat['p99'], '.1f')} | {fmt(_share(r, DRAFT), pct=True)} / "
+                    f"{fmt(_share(r, BASE), pct=True)} | {fmt(o['acceptance_rate'], pct=True)} |")
     return "\n".join(rows)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from sgl_specreason.eval.costs import Costs
+from sgl_specreason.eval.report.tables import fmt
 from sgl_specreason.speculation import PROBE_EVERY, speculates
 from sgl_specreason.store import read_records
 from sgl_specreason.trace import BASE, DRAFT
@@ -87,10 +88,10 @@ def verdicts(lines: Sequence[dict]) -> List[str]:
 
 def table(lines: Sequence[dict], problems: Dict[str, List[dict]]) -> str:
     def f(x, spec=".2f"):
-        return "-" if x is None else format(x, spec)
+        return fmt(x, spec)
 
     def pct(x):
-        return "-" if x is None else f"{100 * x:.0f} %"
+        return fmt(x, pct=True)
 
     out = ["| level | policy | problems | errors | problems/s | kept tok/s | latency p50 / p99 s | pass@1 "
            "| acceptance | steps speculated | busy draft / base | s per kept token: speculated / base steps |",
