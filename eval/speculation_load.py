@@ -176,27 +176,29 @@ def plot(lines: Sequence[dict], projected: Optional[Dict[str, Dict[int, float]]]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = 3 if projected else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.5))
-    for policy in POLICIES:
+    panels = 4 if projected else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.0 * panels, 3.5))
+    for i, policy in enumerate(POLICIES):
+        colour = f"C{i}"
         sel = sorted((line for line in lines if policy_of(line["backend"]) == policy),
                      key=lambda x: x["other"]["concurrency"])
         xs = [line["other"]["concurrency"] for line in sel]
-        axes[0].plot(xs, [line["other"]["problems_per_s"] for line in sel], marker="o", label=policy)
-        axes[1].plot(xs, [line["other"]["problem_latency_s"]["p50"] for line in sel], marker="o",
+        axes[0].plot(xs, [line["other"]["problems_per_s"] for line in sel], marker="o", color=colour, label=policy)
+        axes[1].plot(xs, [line["other"]["kept_tokens_per_s"] for line in sel], marker="o", color=colour,
+                     label=policy)
+        axes[2].plot(xs, [line["other"]["problem_latency_s"]["p50"] for line in sel], marker="o", color=colour,
                      label=f"{policy} p50")
-        axes[1].plot(xs, [line["other"]["problem_latency_s"]["p99"] for line in sel], marker="o",
+        axes[2].plot(xs, [line["other"]["problem_latency_s"]["p99"] for line in sel], marker="o", color=colour,
                      linestyle="--", label=f"{policy} p99")
         if projected:
             levels = sorted(projected[policy])
-            axes[2].plot(levels, [projected[policy][c] for c in levels], marker="s", label=policy)
-    axes[0].set_title("measured: throughput", fontsize=9)
-    axes[0].set_ylabel("problems/s")
-    axes[1].set_title("measured: latency per problem", fontsize=9)
-    axes[1].set_ylabel("s")
+            axes[3].plot(levels, [projected[policy][c] for c in levels], marker="s", color=colour, label=policy)
+    axes[0].set_title("measured: problems/s", fontsize=9)
+    axes[1].set_title("measured: kept tokens/s", fontsize=9)
+    axes[2].set_title("measured: latency per problem, s", fontsize=9)
     if projected:
-        axes[2].set_title(f"PROJECTION: {costs_name[:40]}", fontsize=8)
-        axes[2].set_ylabel("problems/s (projected)")
+        axes[3].set_title(f"PROJECTION: {costs_name[:40]}", fontsize=8)
+        axes[3].set_ylabel("problems/s (projected)")
     for ax in axes:
         ax.set_xlabel("concurrency (clients)")
         ax.legend(fontsize=7)
