@@ -1,17 +1,18 @@
 """Scale-out three ways on the same workers: SGLang's router with ``cache_aware``, the router with
 ``round_robin``, and the workers' URLs given as a comma-separated list (this project's own sticky
 replica choice). Per set-up: batch throughput and the share of prompt tokens served from the
-radix caches, at one concurrency, through the load test's closed loop.
+radix caches, at one concurrency, through the load test's closed loop, each set-up measured
+``--rounds`` times in turn (A B C, A B C) so that the spread of one set-up shows the noise.
 
-    python -m eval.router_bench --workers 2 --concurrency 8 --num-problems 16
+    python -m eval.router_bench --workers 2 --concurrency 8 --num-problems 16 --rounds 2
 
 It starts ``--workers`` SGLang workers per role (SmolLM2-135M on this CPU by default, one OMP
 thread each, a small ``--max-total-tokens``), then for each set-up starts the routers it needs,
 runs the load, and stops them; the workers are reused (their caches are flushed before each
-set-up). Then, unless ``--no-fault``, it kills one base worker in the middle of a batch behind
-the cache-aware router and counts what was lost. Writes ``records.jsonl`` (a summary line per
-set-up and the fault line; rerunning skips what is there), ``README.md`` and ``router.png`` to
-``--out-dir``.
+set-up and round). Then, unless ``--no-fault``, it kills one base worker in the middle of a
+batch behind the cache-aware router and counts what was lost. Writes ``records.jsonl`` (a
+summary line per set-up and round, and the fault line; rerunning skips what is there),
+``README.md`` and ``router.png`` to ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -93,15 +94,17 @@ def main(argv=None) -> int:
     parser.add_argument("--token-budget", type=int, default=96)
     parser.add_argument("--max-total-tokens", type=int, default=4096)
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=SETUPS)
+    parser.add_argument("--rounds", type=int, default=2, help="times each set-up is measured, in turn")
     parser.add_argument("--no-fault", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=Path("eval/reports/router"))
     parser.add_argument("--log-dir", type=Path, default=Path("logs/router-bench"))
     parser.add_argument("--report-only", action="store_true", help="write the report from the records")
     args = parser.parse_args(argv)
     store = ResultStore(args.out_dir / "records.jsonl")
-    done = {r["setup"]: r for r in store.read("setup")}
-    todo = [s for s in args.setups if s not in done] if not args.report_only else []
-    want_fault = not (args.no_fault or args.report_only or any(k.startswith("fault") for k in done))
+    done = {(r["setup"], r.get("round", 1)) for r in store.read("setup")}
+    todo = [] if args.report_only else [(s, n) for n in range(1, args.rounds + 1) for s in args.setups
+                                        if (s, n) not in done]
+    want_fault = not (args.no_fault or args.report_only or any(k.startswith("fault") for k, _ in done))
     if todo or want_fault:
         cfg = SpecReasonConfig(score_method="likelihood-numbers", threshold=6, token_budget=args.token_budget,
                                seed=0)
@@ -119,11 +122,13 @@ def main(argv=None) -> int:
             for group in workers.values():
                 for server in group:
                     server.wait_ready()
-            for setup in todo:
-                urls = _front(setup, workers, args, stack)
-                line = measure(setup, urls, problems, cfg, args)
-                writer.write({"setup": setup, **line})
-                print(json.dumps({"setup": setup, "problems_per_s": line["other"]["problems_per_s"],
+            for setup, round_ in todo:
+                with ExitStack() as fronts:  # this set-up's routers live for its round only
+                    urls = _front(setup, workers, args, fronts)
+                    line = measure(setup, urls, problems, cfg, args)
+                writer.write({"setup": setup, "round": round_, **line})
+                print(json.dumps({"setup": setup, "round": round_,
+                                  "problems_per_s": line["other"]["problems_per_s"],
                                   "cache": line["other"]["cache_hit_ratio"]}), flush=True)
             if want_fault:
                 urls = _front("router cache_aware", workers, args, stack)

@@ -18,22 +18,38 @@ def _share(line: dict, role: str) -> Optional[float]:
     return (line["other"].get("cache_hit_ratio") or {}).get(role)
 
 
+def _mean(values: Sequence[Optional[float]]) -> Optional[float]:
+    held = [v for v in values if v is not None]
+    return sum(held) / len(held) if held else None
+
+
+def _spread(values: Sequence[float], scale: float = 1, digits: str = ".4f") -> str:
+    """The mean of ``values`` and, with more than one, their range."""
+    mean = f"{scale * _mean(values):{digits}}"
+    return mean if len(values) < 2 else f"{mean} ({scale * min(values):{digits}}-{scale * max(values):{digits}})"
+
+
 def verdicts(records: Sequence[dict]) -> List[str]:
-    by = {r["setup"]: r for r in records}
+    """The targets, on each set-up's mean over its rounds (the range of the rounds in brackets)."""
+    runs: dict = {}
+    for r in records:
+        if "other" in r:
+            runs.setdefault(r["setup"], []).append(r)
     out = []
-    aware, listed = by.get("router cache_aware"), by.get("comma list")
+    aware, listed = runs.get("router cache_aware"), runs.get("comma list")
     if aware and listed:
         for role in (DRAFT, BASE):
-            a, b = _share(aware, role), _share(listed, role)
-            if a is None or b is None:
+            a, b = [_share(r, role) for r in aware], [_share(r, role) for r in listed]
+            if None in a or None in b:
                 continue
-            met = a >= b - CACHE_POINTS
+            met = _mean(a) >= _mean(b) - CACHE_POINTS
             out.append(f"- {'met' if met else 'NOT met'}: {role} cache share through the cache-aware router "
-                       f"{100 * a:.1f} % against the comma list's {100 * b:.1f} % (within {100 * CACHE_POINTS:.0f} "
-                       "points, or better)")
-        ta, tb = aware["other"]["problems_per_s"], listed["other"]["problems_per_s"]
-        out.append(f"- throughput: cache-aware router {ta:.4f} problems/s, comma list {tb:.4f} ({ta / tb:.2f}x)")
-    fault = next((r for k, r in by.items() if k.startswith("fault")), None)
+                       f"{_spread(a, 100, '.1f')} % against the comma list's {_spread(b, 100, '.1f')} % "
+                       f"(within {100 * CACHE_POINTS:.0f} points, or better)")
+        ta, tb = ([r["other"]["problems_per_s"] for r in group] for group in (aware, listed))
+        out.append(f"- throughput: cache-aware router {_spread(ta)} problems/s, comma list {_spread(tb)} "
+                   f"({_mean(ta) / _mean(tb):.2f}x)")
+    fault = next((r for r in records if r["setup"].startswith("fault")), None)
     if fault:
         ok = fault["lost"] == 0 and fault["duplicated"] == 0
         out.append(f"- {'met' if ok else 'NOT met'}: a base worker killed half-way: {fault['lost']} lost, "
@@ -43,14 +59,15 @@ def verdicts(records: Sequence[dict]) -> List[str]:
 
 
 def table(records: Sequence[dict]) -> str:
-    rows = ["| set-up | problems | errors | problems/s | latency p50 / p99 s | cached prompt tokens draft / base | acceptance |",
-            "|---|---:|---:|---:|---|---|---:|"]
+    rows = ["| set-up | round | problems | errors | problems/s | latency p50 / p99 s "
+            "| cached prompt tokens draft / base | acceptance |",
+            "|---|---:|---:|---:|---:|---|---|---:|"]
     for r in records:
         if "other" not in r:
             continue
         o = r["other"]
         lat = o["problem_latency_s"]
-        rows.append(f"| {r['setup']} | {r['num_requests']} | {o['errors']} | {fmt(o['problems_per_s'], '.4f')} | "
+        rows.append(f"| {r['setup']} | {r.get('round', 1)} | {r['num_requests']} | {o['errors']} | {fmt(o['problems_per_s'], '.4f')} | "
                     f"{fmt(lat['p50'], '.1f')} / {fmt(lat['p99'], '.1f')} | {fmt(_share(r, DRAFT), pct=True)} / "
                     f"{fmt(_share(r, BASE), pct=True)} | {fmt(o['acceptance_rate'], pct=True)} |")
     return "\n".join(rows)
@@ -63,7 +80,7 @@ def plot(records: Sequence[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = [r for r in records if "other" in r]
-    names = [r["setup"] for r in runs]
+    names = [f"{r['setup']} #{r.get('round', 1)}" for r in runs]
     fig, (thr, cache) = plt.subplots(1, 2, figsize=(9, 3.2))
     thr.bar(names, [r["other"]["problems_per_s"] for r in runs])
     thr.set_ylabel("problems/s")

@@ -22,7 +22,7 @@ import os
 import sys
 import urllib.request
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -45,6 +45,9 @@ class RouterSpec:
     policy: str = "cache_aware"
     host: str = "127.0.0.1"
     log_dir: Path = Path("logs")
+    #: where the router exports its Prometheus metrics: a free port of its own (the router's
+    #: default, 29000, is shared by every router on the host, so a second one would not start)
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def what(self) -> str:
@@ -75,7 +78,8 @@ class RouterSpec:
     def command(self) -> List[str]:
         return [sys.executable, "-m", "sglang_router.launch_router", "--host", self.host,
                 "--port", str(self.port), "--worker-urls", *self.worker_urls, "--policy", self.policy,
-                "--log-level", "warn"]
+                "--log-level", "warn", "--prometheus-host", self.host,
+                "--prometheus-port", str(self.metrics_port)]
 
     def environment_changes(self) -> Dict[str, str]:
         return {}

@@ -112,7 +112,9 @@ def test_likelihood_threshold_ten_rejects_and_the_base_writes(roles):
 
 
 def test_judge_benchmark_scores_pairs_reports_and_resumes(roles, tmp_path, capsys):
-    from sgl_specreason.eval.judge_bench import METHODS, main as bench_main
+    from sgl_specreason.eval.judge_bench import bench_judges, main as bench_main
+
+    methods = [j.name for j in bench_judges()]
 
     argv = ["--num-problems", "1", "--kinds", "result", "operation", "--out-dir", str(tmp_path),
             "--base-url", roles[BASE].backend.base_url]
@@ -121,10 +123,10 @@ def test_judge_benchmark_scores_pairs_reports_and_resumes(roles, tmp_path, capsy
     assert sorted((r["kind"], r["variant"]) for r in records) == [
         ("operation", "corrupted"), ("operation", "original"), ("result", "corrupted"), ("result", "original")]
     for r in records:
-        assert set(r["scores"]) == set(METHODS)
+        assert set(r["scores"]) == set(methods)
         assert r["cost"]["likelihood"]["new_tokens"] < r["cost"]["paper"]["new_tokens"]  # no question to prefill
     rows = [json.loads(line) for line in (tmp_path / "judge_report.jsonl").read_text().splitlines()]
-    assert [row["method"] for row in rows[:-1]] == list(METHODS)
+    assert [row["method"] for row in rows[:-1]] == methods
     assert all(row["pairs"] == 2 and 0 <= row["auroc"] <= 1 for row in rows[:-1])
     assert (tmp_path / "judge_scores.png").stat().st_size > 0
     capsys.readouterr()

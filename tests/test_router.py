@@ -83,3 +83,14 @@ def test_a_router_that_is_down_gets_the_error_a_runtime_that_is_down_gets(tmp_pa
             Endpoint(target, role="base", timeout=5, connect_timeout=2, retries=0)
         errors.append(str(caught.value).replace(target, "URL"))
     assert errors[0] == errors[1] and "Is the server running and the URL right?" in errors[0]
+
+
+def test_two_routers_run_side_by_side_on_one_host(tmp_path):
+    # one router per role on one host: each must bind its own metrics port, or the second exits
+    with HttpRuntime() as a, HttpRuntime() as b:
+        fronts = [router_for([a], tmp_path), router_for([b], tmp_path)]
+        try:
+            assert [Endpoint(f.url, role="base", timeout=30).workers() for f in fronts] == [[a.url], [b.url]]
+        finally:
+            for front in fronts:
+                front.stop()

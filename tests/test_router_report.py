@@ -4,8 +4,8 @@ fault run held to nothing lost."""
 from sgl_specreason.eval.router_report import table, verdicts, write_report
 
 
-def line(setup, per_s, draft, base):
-    return {"setup": setup, "num_requests": 16, "other": {
+def line(setup, per_s, draft, base, round_=1):
+    return {"setup": setup, "round": round_, "num_requests": 16, "other": {
         "errors": 0, "problems_per_s": per_s, "problem_latency_s": {"p50": 10.0, "p99": 20.0},
         "cache_hit_ratio": {"draft": draft, "base": base}, "acceptance_rate": 0.5}}
 
@@ -20,6 +20,17 @@ def test_cache_share_within_five_points_and_nothing_lost(tmp_path):
     assert out[0].startswith("- met: draft cache share through the cache-aware router 80.0 %")
     assert out[1].startswith("- NOT met: base cache share") and "97.0 %" in out[1]
     assert "1.05x" in out[2] and out[3].startswith("- met: a base worker killed half-way: 0 lost")
-    assert "| router round_robin | 16 | 0 | 0.1500 |" in table(records)
+    assert "| router round_robin | 1 | 16 | 0 | 0.1500 |" in table(records)
     write_report(records, tmp_path, "--workers 2")
     assert (tmp_path / "router.png").exists() and "## Targets" in (tmp_path / "README.md").read_text()
+
+
+def test_rounds_are_averaged_and_their_range_shown():
+    records = [line("router cache_aware", 0.2, 0.80, 0.90), line("comma list", 0.2, 0.70, 0.95),
+               line("router cache_aware", 0.3, 0.90, 0.80, 2), line("comma list", 0.1, 0.80, 0.85, 2)]
+    out = verdicts(records)
+    assert out[0] == ("- met: draft cache share through the cache-aware router 85.0 (80.0-90.0) % against the "
+                      "comma list's 75.0 (70.0-80.0) % (within 5 points, or better)")
+    assert out[1].startswith("- met: base cache share through the cache-aware router 85.0 (80.0-90.0) %")
+    assert out[2] == ("- throughput: cache-aware router 0.2500 (0.2000-0.3000) problems/s, comma list "
+                      "0.1500 (0.1000-0.2000) (1.67x)")

@@ -67,8 +67,10 @@ def test_logprobs_are_the_base_models_with_the_top_k_asked(client, roles):
 def test_completions_of_a_list_token_ids_and_echo_with_logprobs(client, roles):
     tokenizer = local_tokenizer(roles["base"].backend.model_path)
     ids = tokenizer.encode("The capital of France is")
-    listed = client.completions.create(model="sr", prompt=["One, two,", ids], max_tokens=8)
+    listed = client.completions.create(model="sr", prompt=["One, two,", "A, B,"], max_tokens=8)
     assert [c.index for c in listed.choices] == [0, 1] and listed.usage.completion_tokens > 0
+    by_ids = client.completions.create(model="sr", prompt=[ids, ids[:3]], max_tokens=8)
+    assert [c.index for c in by_ids.choices] == [0, 1] and by_ids.usage.prompt_tokens == len(ids) + 3
     echoed = client.completions.create(model="sr", prompt="The capital of France is", echo=True, logprobs=2,
                                        max_tokens=8)
     choice = echoed.choices[0]
