@@ -131,7 +131,9 @@ def test_max_tokens_caps_the_reasoning_and_the_answer_together():
 
 
 def test_a_stop_string_cuts_the_text_and_ends_the_run():
-    draft, base = fakes()
+    # the draft's third step waits 30 s unless aborted: the run must be ended by the stop string,
+    # not outrun it (instant fakes would finish a whole run before the reply saw its first step)
+    draft, base = fakes(draft_delay=lambda kind, steps: 30.0 if kind == "step" and len(steps) >= 2 else 0.0)
     with TestClient(app_on_fakes(draft, base)) as http:
         reply = http.post("/v1/chat/completions", json={**CHAT, "stop": ["1 + 1"]}).json()
         streamed = http.post("/v1/chat/completions", json={**CHAT, "stop": "1 + 1", "stream": True}).text
@@ -140,7 +142,10 @@ def test_a_stop_string_cuts_the_text_and_ends_the_run():
     pieces = [json.loads(e[6:])["choices"][0]["delta"].get("content") or "" for e in streamed.split("\n\n")
               if e.startswith("data: {")]
     assert "".join(pieces) == STEPS[0] + "\n\nd1: "
-    assert len([r for r in draft.requests if r.kind == "step"]) < 2 * 4  # neither run went on to the answer
+    # both runs ended at the stop: the third step was aborted, or cancelled before it was sent
+    later = [r for r in draft.requests if r.kind == "step" and len(r.steps) >= 2]
+    assert all(r.finish == {"type": "abort"} for r in later), later
+    assert not [r for r in draft.requests + base.requests if r.kind == "answer"]
 
 
 def test_stop_scan_holds_back_what_may_begin_a_stop_string():
