@@ -49,11 +49,13 @@ WHY = {
 
 def serve_command(port: int, log_dir: Path, name: str) -> List[str]:
     """``serve`` on the local SmolLM2 pair, with a judge that reads the step's log-probabilities
-    (so that logprobs can be served) and the suite's API key."""
+    (so that logprobs can be served), the suite's API key, and a reasoning budget of 512 tokens
+    (the suite's chat cases set no max_tokens; the default budget would take an hour a request
+    on a CPU)."""
     return [sys.executable, "-m", "sgl_specreason.cli", "serve", "--port", str(port), "--draft-model", MODEL,
             "--base-model", MODEL, "--max-total-tokens", "8192", "--threads", "1", "--log-dir", str(log_dir),
             "--score-method", "likelihood-numbers", "--threshold", "6", "--api-key", API_KEY,
-            "--served-model-name", name, "--seed", "0"]
+            "--served-model-name", name, "--seed", "0", "--token-budget", "512"]
 
 
 def wait_healthy(url: str, process: Optional[subprocess.Popen], timeout: float = 900) -> None:
