@@ -113,22 +113,35 @@ def closed_loop(problems: Sequence[Problem], concurrency: int, max_problems: int
 def open_loop(problems: Sequence[Problem], rate: float, max_problems: int, max_seconds: float,
               solve: Callable[[Problem], ProblemResult], seed: int = 0,
               max_in_flight: int = 256) -> List[ProblemResult]:
-    """Problems arrive with exponential gaps (mean ``1/rate`` s, seeded), whatever is running,
-    until ``max_problems`` have arrived or ``max_seconds`` have passed; then all finish."""
-    rng = random.Random(seed)
+    """Problems arrive at ``arrivals(rate, max_problems, seed)`` seconds from the start, whatever
+    is running, until ``max_problems`` have arrived or ``max_seconds`` have passed; then all
+    finish."""
     futures = []
-    deadline = time.monotonic() + max_seconds
+    start = time.monotonic()
     with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
-        next_at = time.monotonic()
-        for i in range(max_problems):
-            next_at += rng.expovariate(rate)
-            wait = next_at - time.monotonic()
-            if next_at >= deadline:
+        for i, offset in enumerate(arrivals(rate, max_problems, seed)):
+            if offset >= max_seconds:
                 break
+            wait = start + offset - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             futures.append(pool.submit(solve, problems[i % len(problems)]))
     return [wait_result(f) for f in futures]
+
+
+def arrivals(rate: float, count: int, seed: int = 0) -> List[float]:
+    """When each of ``count`` problems arrives, in seconds from the start: a Poisson process,
+    exponential gaps of mean ``1/rate`` s drawn from ``seed``.
+
+    >>> arrivals(2.0, 3, seed=7) == arrivals(2.0, 3, seed=7)
+    True
+    """
+    rng = random.Random(seed)
+    out, at = [], 0.0
+    for _ in range(count):
+        at += rng.expovariate(rate)
+        out.append(at)
+    return out
 
 
 _connects: "collections.Counter[str]" = collections.Counter()

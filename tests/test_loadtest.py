@@ -1,11 +1,12 @@
 """The load generator's loops and its figures, with a stand-in for solving (no runtime)."""
 
+import statistics
 import threading
 import time
 
 import pytest
 
-from sgl_specreason.loadtest import Level, closed_loop, level_line, markdown, open_loop
+from sgl_specreason.loadtest import Level, arrivals, closed_loop, level_line, markdown, open_loop
 from sgl_specreason.problems import make_problem
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 
@@ -27,7 +28,7 @@ class Recorder:
             self.running += 1
             self.peak = max(self.peak, self.running)
             self.starts.append(time.monotonic())
-        time.sleep(self.seconds)
+        self.wait()
         with self.lock:
             self.running -= 1
         result = ProblemResult(problem.id, problem.question, "specreason", wall_s=self.seconds)
@@ -36,33 +37,55 @@ class Recorder:
         result.steps.append(step)
         return result
 
+    def wait(self):
+        time.sleep(self.seconds)
+
+
+class Gated(Recorder):
+    """Solves by waiting at ``gate`` (a barrier that opens when enough problems are running at
+    once, or an event), so that what runs together is set by events, not by timing."""
+
+    def __init__(self, gate):
+        super().__init__(seconds=0.0)
+        self.gate = gate
+
+    def wait(self):
+        if isinstance(self.gate, threading.Barrier):
+            self.gate.wait(timeout=30)  # broken (an error) unless enough run at once
+        else:
+            assert self.gate.wait(timeout=30)
+
 
 def test_closed_loop_keeps_exactly_c_clients_busy_and_stops_at_the_count():
-    solve = Recorder()
+    solve = Gated(threading.Barrier(3))  # three must run at once for any to finish
     results = closed_loop(PROBLEMS, 3, 9, 60, solve)
-    assert len(results) == 9 and solve.peak == 3
+    assert len(results) == 9 and solve.peak == 3 and not [r for r in results if r.error]
     assert sorted(r.id for r in results).count("0") == 2  # problems are reused in turn
 
 
 def test_closed_loop_stops_starting_problems_at_the_time_limit():
-    solve = Recorder(seconds=0.2)
-    started = time.monotonic()
-    results = closed_loop(PROBLEMS, 2, 1000, 0.5, solve)
-    assert time.monotonic() - started < 2 and 2 <= len(results) <= 8
+    over = threading.Event()  # the first problems run until the time limit has passed
+    threading.Timer(0.6, over.set).start()
+    results = closed_loop(PROBLEMS, 2, 1000, 0.5, Gated(over))
+    assert len(results) == 2  # one per client, none started after the limit
 
 
 def test_open_loop_arrivals_are_seeded_poisson_and_bounded():
-    a, b = Recorder(seconds=0.01), Recorder(seconds=0.01)
-    open_loop(PROBLEMS, 50.0, 20, 60, a, seed=7)
-    open_loop(PROBLEMS, 50.0, 20, 60, b, seed=7)
-    gaps_a = [y - x for x, y in zip(a.starts, a.starts[1:])]
-    gaps_b = [y - x for x, y in zip(b.starts, b.starts[1:])]
-    assert len(a.starts) == 20
-    assert sum(gaps_a) / len(gaps_a) == pytest.approx(1 / 50, rel=0.8)
-    assert max(abs(x - y) for x, y in zip(gaps_a, gaps_b)) < 0.02  # same seed, same arrivals
-    slow = Recorder(seconds=0.3)  # arrivals do not wait for the problems before them
-    open_loop(PROBLEMS, 100.0, 10, 60, slow, seed=1)
-    assert slow.peak >= 5
+    times = arrivals(50.0, 4000, seed=7)
+    assert times == arrivals(50.0, 4000, seed=7) and times != arrivals(50.0, 4000, seed=8)
+    gaps = [y - x for x, y in zip([0.0] + times, times)]
+    assert sum(gaps) / len(gaps) == pytest.approx(1 / 50, rel=0.05)
+    assert statistics.pstdev(gaps) == pytest.approx(1 / 50, rel=0.1)  # exponential: sd = mean
+    solve = Recorder(seconds=0.0)
+    began = time.monotonic()
+    open_loop(PROBLEMS, 50.0, 20, 60, solve, seed=7)
+    assert len(solve.starts) == 20
+    assert all(s - began >= t - 0.001 for s, t in zip(sorted(solve.starts), times[:20]))  # none early
+    # arrivals do not wait for the problems before them: all ten must run at once to finish
+    held = Gated(threading.Barrier(10))
+    results = open_loop(PROBLEMS, 100.0, 10, 60, held, seed=1)
+    assert len(results) == 10 and not [r for r in results if r.error] and held.peak == 10
+    assert len(open_loop(PROBLEMS, 1.0, 1000, 0.0, Recorder(seconds=0.0))) == 0  # nothing after the limit
 
 
 def test_level_line_figures():
