@@ -104,6 +104,15 @@ def run_case(case, name: str) -> dict:
             "failure": first}
 
 
+def merged(path: Path, records: List[dict]) -> List[dict]:
+    """The results of this run, and those of the cases it did not run from an earlier one at
+    ``path``: ``--cases`` reruns some cases and keeps the rest of the report."""
+    earlier = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    ran = {r["case"]: r for r in records}
+    kept = [ran.pop(r["case"], r) for r in earlier]
+    return kept + list(ran.values())
+
+
 def report(records: List[dict], command: str) -> str:
     passed = sum(r["passed"] for r in records)
     lines = ["# SGLang's OpenAI-server tests against `sgl-specreason serve`", "",
@@ -158,8 +167,11 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 process.kill()
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    records = merged(args.out_dir / "results.jsonl", records)
     (args.out_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    command = "python -m eval.openai_compat " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = f"python -m eval.openai_compat --suite {args.suite} --out-dir {args.out_dir}"
+    if list(args.cases) != list(CASES):  # some cases rerun: the report holds both runs
+        command += "\n# then, for the cases rerun:\n" + command + " --cases " + " ".join(args.cases)
     (args.out_dir / "README.md").write_text(report(records, command), encoding="utf-8")
     print(report(records, command))
     return 0

@@ -111,6 +111,8 @@ def test_a_streamed_chat_sends_one_chunk_per_kept_step_then_the_usage():
     assert pieces[0].choices[0].delta.role == "assistant"
     assert all(c.choices[0].finish_reason is None and c.usage is None for c in pieces)
     assert last.choices[0].finish_reason == "stop" and last.usage.completion_tokens == sum(map(len, STEPS))
+    delta = last.choices[0].delta  # the delta's fields null, as SGLang's /v1 sends them
+    assert delta.content is None and delta.model_extra == {"reasoning_content": None}
     trace = last.model_extra["specreason"]["trace"]["steps"]
     assert "".join(texts) == "\n\n".join(step["text"] for step in trace)
 

@@ -143,6 +143,9 @@ class ChatShape:
         """The chunk that ends a choice; alone (the only choice, and no separate usage chunk asked
         for): with the usage and the field."""
         out = self.chunk(job, None, [], end.finish_reason)
+        # no text, as SGLang's /v1 writes it: the fields of a delta, null (programs written for
+        # SGLang read delta.reasoning_content of every chunk)
+        out["choices"][0]["delta"].update(content=None, reasoning_content=None)
         if alone:
             out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
         return out
