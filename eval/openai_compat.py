@@ -91,6 +91,19 @@ def load_suite(path: Path, url: str, name: str, tokenizer_path: str):
     return case
 
 
+def failure_line(text: str) -> str:
+    """The line that says why a case failed: the exception's, or, when the suite's retry wrapper
+    raised its own while handling it, the first exception's.
+
+    >>> failure_line("Traceback...\\nIndexError: list index out of range\\n\\nDuring handling of the above "
+    ...              "exception, another exception occurred:\\n\\nException: retry() exceed")
+    'IndexError: list index out of range'
+    """
+    cause = text.split("During handling of the above exception")[0]
+    lines = [line for line in cause.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def run_case(case, name: str) -> dict:
     result = unittest.TestResult()
     started = time.perf_counter()
@@ -98,8 +111,7 @@ def run_case(case, name: str) -> dict:
     problems = result.failures + result.errors
     first = ""
     if problems:
-        lines = [line for line in problems[0][1].strip().splitlines() if line.strip()]
-        first = lines[-1][:300] if lines else ""
+        first = failure_line(problems[0][1])
     return {"case": name, "passed": not problems, "seconds": round(time.perf_counter() - started, 1),
             "failure": first}
 
