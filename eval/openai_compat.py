@@ -128,7 +128,14 @@ def merged(path: Path, records: List[dict]) -> List[dict]:
 def report(records: List[dict], command: str) -> str:
     passed = sum(r["passed"] for r in records)
     lines = ["# SGLang's OpenAI-server tests against `sgl-specreason serve`", "",
-             f"{passed} of {len(records)} cases pass.", "", "```", command, "```", "",
+             f"{passed} of {len(records)} cases pass.", "",
+             "The suite is the `TestOpenAIServer` class of SGLang's "
+             "`test/srt/openai_server/basic/test_openai_server.py` (not shipped here; pass its path), "
+             "pointed at `serve` instead of the SGLang server its `setUpClass` would start: "
+             "SmolLM2-135M drafting for itself on this CPU, judge likelihood-numbers >= 6, a "
+             "512-token reasoning budget. The cases: completion, streamed completion, chat, streamed "
+             "chat, model list and retrieve (the ones asked for), and regex and penalty of the same "
+             "class.", "", "```", command, "```", "",
              "| case | result | seconds | first line of the failure |", "|---|---|---:|---|"]
     for r in records:
         failure = r["failure"].replace("|", "\\|")
