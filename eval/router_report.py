@@ -98,10 +98,21 @@ def plot(records: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def measured_command(out_dir: Path) -> Optional[str]:
+    """The arguments of the run a report in ``out_dir`` was written from, if there is one."""
+    readme = out_dir / "README.md"
+    lines = readme.read_text(encoding="utf-8").splitlines() if readme.exists() else []
+    prefix = "python -m eval.router_bench"
+    return next((line[len(prefix):].strip() for line in lines if line.startswith(prefix)), None)
+
+
 def write_report(records: Sequence[dict], out_dir: Path, command: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(records, out_dir / "router.png")
-    text = ["# Scale-out: SGLang's router against this project's replica list", "",
+    text = ["# Scale-out: SGLang's router, and the replica list it replaced", "",
             "```", f"python -m eval.router_bench {command}".rstrip(), "```", "",
             table(records), "", "## Targets", ""] + verdicts(records) + ["", "![router](router.png)", ""]
+    notes = out_dir / "notes.md"  # what the figures say, written by hand after a run
+    if notes.exists():
+        text += ["## What it says", "", notes.read_text(encoding="utf-8").strip(), ""]
     (out_dir / "README.md").write_text("\n".join(text), encoding="utf-8")
