@@ -16,7 +16,7 @@ Then point any command at them: ``sgl-specreason batch --draft-url ... --base-ur
 With ``--draft-workers N --base-workers M --router`` it starts N + M SGLang workers and one
 SGLang router per role in front of them (``--router-policy``, cache-aware by default: a
 problem's requests share their prefix and stay on the worker that holds it) and prints the two
-router URLs; without ``--router``, the workers' URLs joined by commas.
+router URLs (several workers without ``--router`` are refused: each role takes one URL).
 """
 
 import argparse
@@ -99,7 +99,11 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     cfg = SpecReasonConfig(seed=args.seed)
-    if args.router or args.draft_workers > 1 or args.base_workers > 1:
+    if (args.draft_workers > 1 or args.base_workers > 1) and not args.router:
+        print("error: several workers of a role are served through one URL: add --router (one SGLang router "
+              "per role in front of its workers)", file=sys.stderr)
+        return 2
+    if args.router:
         return scale_out(args, cfg)
     if args.dry_run:
         return dry_run(options(args), cfg, (DRAFT, BASE))
@@ -120,16 +124,15 @@ def run(args) -> int:
 
 
 def scale_out(args, cfg) -> int:
-    """Several workers per role, and a router per role in front of them with ``--router``."""
+    """Several workers per role, and a router per role in front of them."""
     workers = {DRAFT: args.draft_workers, BASE: args.base_workers}
     opts = options(args)
     if opts.threads is None:  # several servers share the cores: one OMP thread each
         opts = dataclasses.replace(opts, threads=1)
-    with launch(opts, cfg, workers, args.router_policy, router=args.router, dry_run=args.dry_run) as urls:
+    with launch(opts, cfg, workers, args.router_policy, dry_run=args.dry_run) as urls:
         if args.dry_run:
             return 0
-        what = "router" if args.router else "workers"
-        print(f"draft {what}: {urls[DRAFT]}\nbase {what}: {urls[BASE]}")
+        print(f"draft router: {urls[DRAFT]}\nbase router: {urls[BASE]}")
         print(f"use them: sgl-specreason batch --draft-url {urls[DRAFT]} --base-url {urls[BASE]} "
               "--input problems.jsonl", flush=True)
         print("Ctrl-C or SIGTERM stops everything", flush=True)

@@ -132,7 +132,7 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
     learns them within the level): its summary line, recorded."""
     flush_caches(roles)
     speculation.reset()
-    endpoints = {name: [r.backend for r in role.replicas or (role,)] for name, role in roles.items()}
+    endpoints = {name: [role.backend] for name, role in roles.items()}
 
     def busy():
         return {name: sum(b.load.busy_seconds() for b in backends if hasattr(b, "load"))

@@ -30,17 +30,12 @@ warnings.filterwarnings("ignore", message="Error in stream_executor")
 
 @dataclass(frozen=True)
 class Role:
-    """One runtime and how to prompt the model it serves; with ``replicas``, several runtimes
-    serving the same model, one of which each problem keeps to (its prefixes stay cached there)."""
+    """One runtime (a server, or SGLang's router in front of several) and how to prompt the
+    model it serves."""
 
     name: str  # "draft" or "base"
     backend: Any  # an SGLang backend (Endpoint / RuntimeEndpoint)
     template: ChatTemplate
-    replicas: Tuple["Role", ...] = ()
-
-    def pick(self, index: int) -> "Role":
-        """The replica for the ``index``-th problem (round robin), or this role itself."""
-        return self.replicas[index % len(self.replicas)] if self.replicas else self
 
 
 #: longest wait between two looks at the clock. Python runs signal handlers in the main thread,

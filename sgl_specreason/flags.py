@@ -119,7 +119,7 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
     d = RuntimeOptions()
     cpu, cuda = DEVICE_DEFAULTS["cpu"], DEVICE_DEFAULTS["cuda"]
     for role in (DRAFT, BASE):
-        group.add_argument(f"--{role}-url", help=f"URL of a running SGLang server for the {role} model")
+        group.add_argument(f"--{role}-url", help=f"URL of a running SGLang server, or SGLang's router in front of several, for the {role} model")
         group.add_argument(f"--{role}-model", default=getattr(d, f"{role}_model"),
                            help=f"offline model name ({', '.join(models.MODELS)}) or a local Hugging "
                                 f"Face folder (default {getattr(d, f'{role}_model')})")

@@ -17,7 +17,6 @@ its peak memory.
 from __future__ import annotations
 
 import collections
-import itertools
 import random
 import resource
 import socket
@@ -67,13 +66,9 @@ def variants(modes: Sequence[str], cfg: SpecReasonConfig, policies: Sequence[str
     return out
 
 
-_picks = itertools.count()
-
-
 def solve_one(problem: Problem, mode: str, cfg: SpecReasonConfig, roles: dict) -> ProblemResult:
-    """One problem through the program of ``mode``, on this thread (on the next replica of each
-    role, when a role has several)."""
-    program, arguments, backend = program_call(mode, problem, next(_picks), cfg, roles)
+    """One problem through the program of ``mode``, on this thread."""
+    program, arguments, backend = program_call(mode, problem, cfg, roles)
     state = program.run(backend=backend, **arguments)
     result = state.ret_value
     if result is None:  # the program itself failed before it could record anything

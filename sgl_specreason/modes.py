@@ -29,8 +29,7 @@ class Mode:
     program: Any
     roles: Tuple[str, ...]  # the runtimes it needs
     #: ``arguments(cfg, roles)``: the program's other arguments (a ``cfg`` among them replaces
-    #: the config) and the backend its state runs on, with ``roles`` the replica of each needed
-    #: role that this problem keeps to
+    #: the config) and the backend its state runs on, from the roles it needs
     arguments: Callable[[Any, Dict[str, Role]], Tuple[dict, Any]]
     #: a drafted step is judged (runs of it name a judge and a threshold)
     judged: bool = False
@@ -65,11 +64,11 @@ def roles_for(mode: str) -> Tuple[str, ...]:
     return get_mode(mode).roles
 
 
-def program_call(mode: str, problem, index: int, cfg, roles: dict, monitor=None) -> ProgramCall:
+def program_call(mode: str, problem, cfg, roles: dict, monitor=None) -> ProgramCall:
     """The program that solves ``problem`` in ``mode``, its arguments, and the backend to run it
-    on, with the replica of each role that the ``index``-th problem keeps to."""
+    on."""
     entry = get_mode(mode)
-    arguments, backend = entry.arguments(cfg, {r: roles[r].pick(index) for r in entry.roles})
+    arguments, backend = entry.arguments(cfg, {r: roles[r] for r in entry.roles})
     return entry.program, {"problem": problem, "cfg": cfg, "monitor": monitor, **arguments}, backend
 
 

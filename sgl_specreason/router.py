@@ -105,25 +105,23 @@ def worker_specs(opts, cfg, role: str, count: int, resolve: Callable[[str], str]
 
 
 @contextmanager
-def launch(opts, cfg, workers: Dict[str, int], policy: str = "cache_aware", router: bool = True,
+def launch(opts, cfg, workers: Dict[str, int], policy: str = "cache_aware",
            log: Callable[[str], None] = print, dry_run: bool = False) -> Iterator[Dict[str, str]]:
-    """Start ``workers[role]`` SGLang workers per role and, with ``router``, one router per role
-    in front of them; yields each role's URL (the router's, or the workers' joined by commas).
-    Everything is stopped on exit. ``dry_run``: print every command line, start nothing."""
+    """Start ``workers[role]`` SGLang workers per role and one router per role in front of them;
+    yields each role's router URL. Everything is stopped on exit. ``dry_run``: print every
+    command line, start nothing."""
     resolve = str if dry_run else (lambda name: str(models.resolve(name, log=log)))
     specs = {role: worker_specs(opts, cfg, role, count, resolve) for role, count in workers.items()}
     routers = {role: RouterSpec(tuple(f"http://{s.host}:{s.port}" for s in group), free_port(), role,
-                                policy, log_dir=opts.log_dir) for role, group in specs.items()} if router else {}
+                                policy, log_dir=opts.log_dir) for role, group in specs.items()}
     if dry_run:
         for role, group in specs.items():
             for spec in group:
                 log(f"# {role} worker, port {spec.port}, log {Path(spec.log_dir) / spec.log_name}")
                 log(spec.shell_line())
-            if role in routers:
-                log(f"# {role} router ({policy}), port {routers[role].port}")
-                log(routers[role].shell_line())
-        yield {role: (f"http://127.0.0.1:{routers[role].port}" if role in routers else
-                      ",".join(f"http://{s.host}:{s.port}" for s in group)) for role, group in specs.items()}
+            log(f"# {role} router ({policy}), port {routers[role].port}")
+            log(routers[role].shell_line())
+        yield {role: f"http://127.0.0.1:{routers[role].port}" for role in specs}
         return
     with ExitStack() as stack:
         started = []
@@ -138,13 +136,10 @@ def launch(opts, cfg, workers: Dict[str, int], policy: str = "cache_aware", rout
             server.wait_ready()
         urls = {}
         for role, group in specs.items():
-            if role in routers:
-                front = LocalServer(routers[role])
-                stack.callback(front.stop)
-                front.start()
-                front.wait_ready(timeout=120)
-                urls[role] = front.url
-                log(f"{role} router ({policy}) at {front.url} in front of {len(group)} workers, log {front.log_path}")
-            else:
-                urls[role] = ",".join(f"http://{s.host}:{s.port}" for s in group)
+            front = LocalServer(routers[role])
+            stack.callback(front.stop)
+            front.start()
+            front.wait_ready(timeout=120)
+            urls[role] = front.url
+            log(f"{role} router ({policy}) at {front.url} in front of {len(group)} workers, log {front.log_path}")
         yield urls

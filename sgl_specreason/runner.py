@@ -96,30 +96,21 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
             log(f"{role} runtime ready at {server.url} "
                 f"({time.monotonic() - server.started_at:.0f} s after its start)")
         for role in roles:
-            urls = replica_urls(getattr(opts, f"{role}_url") or servers[role].url)
+            url = one_url(getattr(opts, f"{role}_url") or servers[role].url, role)
             # a role with a local server has no URL of its own: under what that server keeps
             if role in servers:
                 keepalive = client_keepalive(servers[role].spec.keepalive_s)
             else:
                 keepalive = opts.keepalive_s or KEEPALIVE_S
-            replicas = []
-            for url in urls:
-                backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
-                                   retries=cfg.request_retries, connections=opts.connections,
-                                   tokenizer=getattr(opts, f"{role}_tokenizer"), keepalive=keepalive)
-                if role == BASE and get_judge(cfg.score_method).asks == STEP:
-                    backend.prepare_tokenizer()  # loaded and checked before any clock starts
-                    if backend.tokenizer_note:
-                        log(f"{role} runtime at {url}: the judge's token counts come from its "
-                            f"/tokenize, since {backend.tokenizer_note}")
-                template = template_for_model(backend.model_path, getattr(opts, f"{role}_template"))
-                replicas.append(Role(role, backend, template))
-            models_served = {r.backend.model_path for r in replicas}
-            if len(models_served) > 1:
-                raise ConfigError(f"the {role} URLs serve different models ({', '.join(sorted(models_served))}); "
-                                  f"replicas of one role must serve the same model")
-            first = replicas[0]
-            out[role] = Role(role, first.backend, first.template, tuple(replicas) if len(replicas) > 1 else ())
+            backend = Endpoint(url, role=role, timeout=cfg.request_timeout, api_key=opts.api_key,
+                               retries=cfg.request_retries, connections=opts.connections,
+                               tokenizer=getattr(opts, f"{role}_tokenizer"), keepalive=keepalive)
+            if role == BASE and get_judge(cfg.score_method).asks == STEP:
+                backend.prepare_tokenizer()  # loaded and checked before any clock starts
+                if backend.tokenizer_note:
+                    log(f"{role} runtime at {url}: the judge's token counts come from its "
+                        f"/tokenize, since {backend.tokenizer_note}")
+            out[role] = Role(role, backend, template_for_model(backend.model_path, getattr(opts, f"{role}_template")))
         yield out
 
 
@@ -197,23 +188,26 @@ def dry_run(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[str],
 
 
 def flush_caches(roles: dict) -> None:
-    """Empty the radix cache of every runtime of every role (each replica too)."""
+    """Empty the radix cache of the runtime of every role."""
     for role in roles.values():
-        for replica in role.replicas or (role,):
-            replica.backend.flush_cache()
+        role.backend.flush_cache()
 
 
-def replica_urls(value: str) -> List[str]:
-    """One URL, or several separated by commas (replicas of one role; an SGLang router's URL
-    counts as one).
+def one_url(value: str, role: str) -> str:
+    """The URL of a role's runtime: one server, or SGLang's router in front of several. Several
+    URLs are refused with the way to serve them.
 
-    >>> replica_urls("http://a:30000, http://b:30000")
-    ['http://a:30000', 'http://b:30000']
+    >>> one_url(" http://a:30000 ", "base")
+    'http://a:30000'
     """
     urls = [u.strip() for u in value.split(",") if u.strip()]
     if not urls:
-        raise ConfigError(f"no URL in {value!r}")
-    return urls
+        raise ConfigError(f"no URL in --{role}-url {value!r}")
+    if len(urls) > 1:
+        raise ConfigError(f"--{role}-url takes one URL, got {len(urls)} ({value}): put SGLang's router in front "
+                          f"of several workers (scripts/launch_runtimes.py --{role}-workers {len(urls)} --router, "
+                          "or python -m sglang_router.launch_router --worker-urls ...) and pass its URL")
+    return urls[0]
 
 
 class _Starting:
@@ -301,7 +295,7 @@ def run_problems(problems: Sequence[Problem], cfg: SpecReasonConfig, roles: dict
     """Solve ``problems`` in ``mode`` with ``run_batch``; results in input order."""
     if not problems:
         return []
-    calls = [program_call(mode, p, i, cfg, roles, monitor) for i, p in enumerate(problems)]
+    calls = [program_call(mode, p, cfg, roles, monitor) for p in problems]
     program, _, backend = calls[0]
     # Off the main thread: run_batch waits for its workers without a timeout, which would hold
     # Ctrl-C and SIGTERM off until every problem in flight is done (calls.POLL_S).

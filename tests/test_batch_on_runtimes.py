@@ -212,37 +212,3 @@ def test_load_test_runs_both_modes_at_each_level_and_writes_its_report(roles, tm
     assert "| c=2 | specreason | 3 | 0 |" in (tmp_path / "lt" / "load_test.md").read_text()
 
 
-def test_problems_spread_over_replicas_of_a_role_and_each_keeps_to_one(roles, tmp_path):
-    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    questions = ["What is 10 + 1?", "What is 20 + 2?", "What is 30 + 3?", "What is 40 + 4?"]
-    ids = write_problems(data, questions)
-    # both test servers serve SmolLM2: here they are two replicas of the base role
-    with FaultProxy(roles[DRAFT].backend.base_url, lambda p, b: None) as one, \
-            FaultProxy(roles[BASE].backend.base_url, lambda p, b: None) as two:
-        assert batch(f"{one.url},{two.url}", data, out, "--parallel", "2") == 0
-        asked = [{q for q in questions if q.encode() in body} for body in one.bodies], \
-                [{q for q in questions if q.encode() in body} for body in two.bodies]
-    assert sorted(r["id"] for r in results(out, "base")) == sorted(ids)
-    first, second = (set().union(*a) for a in asked)
-    assert len(first) == 2 and len(second) == 2 and not first & second  # round robin, sticky
-
-
-def test_replicas_of_one_role_must_serve_the_same_model(roles):
-    from sgl_specreason.config import SpecReasonConfig
-    from sgl_specreason.errors import ConfigError
-    from sgl_specreason.runner import RuntimeOptions, open_runtimes
-
-    url = roles[BASE].backend.base_url
-
-    def other_model(path, body):
-        return ("reply", b'{"model_path": "/models/SmolLM2-360M-Instruct"}') if path == "/get_model_info" else None
-
-    with FaultProxy(url, lambda p, b: None) as same, FaultProxy(url, other_model) as other:
-        with open_runtimes(RuntimeOptions(base_url=f"{url},{same.url}"), SpecReasonConfig(), (BASE,)) as opened:
-            assert [r.backend.base_url for r in opened[BASE].replicas] == [url, same.url]
-        with pytest.raises(ConfigError, match="serve different models"):
-            with open_runtimes(RuntimeOptions(base_url=f"{url},{other.url}"), SpecReasonConfig(), (BASE,)):
-                pass
-    with pytest.raises(ConfigError, match="no URL"):
-        with open_runtimes(RuntimeOptions(base_url=" , "), SpecReasonConfig(), (BASE,)):
-            pass

@@ -4,9 +4,8 @@ import pytest
 
 from fake_runtime import FakeRuntime, fake_roles
 from sgl_specreason.programs import reason
-from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.modes import MODES, Mode, get_mode, program_call, register_mode, roles_for
+from sgl_specreason.modes import MODES, Mode, get_mode, register_mode, roles_for
 from sgl_specreason.problems import make_problem
 from sgl_specreason.runner import Monitor, run_problems
 from sgl_specreason.trace import BASE, DRAFT
@@ -22,17 +21,6 @@ def test_the_built_in_modes_and_the_runtimes_each_needs():
         "dropin": "one_gen"}
     with pytest.raises(ValueError, match="unknown mode 'fast'; known: specreason, base"):
         roles_for("fast")
-
-
-def test_each_problem_keeps_to_one_replica_of_each_role():
-    draft, base = FakeRuntime(DRAFT, str), FakeRuntime(BASE, str)
-    other = FakeRuntime(BASE, str)
-    roles = fake_roles(draft, base)
-    template = roles[BASE].template
-    roles[BASE] = Role(BASE, base, template, (roles[BASE], Role(BASE, other, template)))
-    problem = make_problem("2 + 3?")
-    assert program_call("base", problem, 0, SpecReasonConfig(), roles)[2] is base
-    assert program_call("base", problem, 1, SpecReasonConfig(), roles)[2] is other
 
 
 @pytest.fixture

@@ -136,6 +136,22 @@ def test_dry_run_of_the_readme_gpu_example_prints_both_commands(nothing_starts, 
     assert "no --max-total-tokens, no thread settings" in lines[0]
 
 
+def test_scale_out_dry_run_prints_the_workers_and_one_router_per_role(nothing_starts, capsys):
+    assert launch_main(["--draft-workers", "2", "--base-workers", "3", "--router", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    workers = [line for line in lines if "sglang.launch_server" in line]
+    routers = [shlex.split(line) for line in lines if "sglang_router.launch_router" in line]
+    assert len(workers) == 5 and len(routers) == 2
+    assert [len(r[r.index("--worker-urls") + 1:r.index("--policy")]) for r in routers] == [2, 3]
+    assert {flag(r, "--policy") for r in routers} == {"cache_aware"}
+    assert flag(routers[0], "--prometheus-port") != flag(routers[1], "--prometheus-port")
+
+
+def test_several_workers_without_a_router_are_refused(nothing_starts, capsys):
+    assert launch_main(["--base-workers", "2", "--dry-run"]) == 2
+    assert "add --router" in capsys.readouterr().err
+
+
 def test_dry_run_on_the_cpu_prints_the_cpu_environment(nothing_starts, monkeypatch, capsys):
     monkeypatch.setattr(runtime, "gpu_available", lambda: False)
     from sgl_specreason.cli import main as cli_main

@@ -108,11 +108,10 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
             check = getattr(backend, "health", None)
             return True if check is None else await asyncio.to_thread(check, 5.0)
 
-        replicas = [(name, replica.backend) for name, role in (roles or {}).items()
-                    for replica in role.replicas or (role,)]
-        answers = await asyncio.gather(*(healthy(backend) for _, backend in replicas))
+        runtimes = [(name, role.backend) for name, role in (roles or {}).items()]
+        answers = await asyncio.gather(*(healthy(backend) for _, backend in runtimes))
         checks = {f"{name} {getattr(backend, 'base_url', '')}".strip(): answer
-                  for (name, backend), answer in zip(replicas, answers)}
+                  for (name, backend), answer in zip(runtimes, answers)}
         ok = all(checks.values())
         body = {"status": "ok" if ok else "unavailable", "runtimes": checks,
                 "in_flight": len(service.runs), "queued": service.queued}

@@ -4,7 +4,6 @@ and structured output through the base runtime's own constrained decoding."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Dict, Sequence
 
 from sgl_specreason.calls import Cancelled, CancelScope, Role, ScopedBackend, call
@@ -29,17 +28,15 @@ CONSTRAINED = "constrained"
 
 
 class ProgramSolver:
-    """Runs jobs on ``roles`` ({"draft": Role, "base": Role}, as ``open_runtimes`` yields them;
-    each run keeps to one replica of each role) in ``mode``."""
+    """Runs jobs on ``roles`` ({"draft": Role, "base": Role}, as ``open_runtimes`` yields them)
+    in ``mode``."""
 
     def __init__(self, roles: Dict[str, Role], mode: str = "specreason"):
         self.roles = roles
         self.mode = get_mode(mode)
-        self._runs = itertools.count()
 
     def __call__(self, job: Job, on_step: Callable[[Step], None], scope: CancelScope) -> ProblemResult:
-        index = next(self._runs)
-        picked = {name: role.pick(index) for name, role in self.roles.items()}
+        picked = self.roles
         backends = {name: ScopedBackend(role.backend, scope) for name, role in picked.items()}
         if job.constraint is not None:
             return self._constrained(job, picked[BASE], backends[BASE], on_step)
@@ -48,7 +45,7 @@ class ProgramSolver:
         roles = {name: Role(name, backends[name], job.conversation.template(picked[name].template))
                  for name in self.mode.roles}
         program, arguments, backend = program_call(self.mode.name, make_problem(job.conversation.question, id=job.id),
-                                                   0, job.cfg, roles, _Relay(on_step))
+                                                   job.cfg, roles, _Relay(on_step))
         result = call(program, backend, **arguments)
         if result.error and not scope.cancelled:
             # the program records its error as text (one failing problem never takes a batch
@@ -103,10 +100,9 @@ class ProgramSolver:
                           else template.reasoning(job.conversation.question, []))
             else:
                 prompt = job.prompt
-            for replica in role.replicas or (role,):
-                cache = getattr(replica.backend, "cache_prefix", None)
-                if cache is not None:
-                    cache(prompt)
+            cache = getattr(role.backend, "cache_prefix", None)
+            if cache is not None:
+                cache(prompt)
 
     def prompt_logprobs(self, prompt: str, top: int) -> list:
         """The prompt's tokens as the base model scores them, from one prefill (an echoed prompt
