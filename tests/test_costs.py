@@ -13,7 +13,10 @@ from sgl_specreason.store import read_records
 from sgl_specreason.trace import Call, ProblemResult, Step
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORTS = sorted(p.parent for p in (ROOT / "eval" / "reports").glob("**/records.jsonl"))
+#: the evaluation reports: an eval's records with the report made from them (other folders,
+#: such as a bench's, keep records of their own kind)
+REPORTS = sorted(p.parent for p in (ROOT / "eval" / "reports").glob("**/records.jsonl")
+                 if (p.parent / "report.jsonl").exists())
 H100 = ROOT / "eval" / "hardware" / "h100-r1-distill-1.5b-qwq-32b.json"
 
 
