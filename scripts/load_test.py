@@ -132,11 +132,9 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
     learns them within the level): its summary line, recorded."""
     flush_caches(roles)
     speculation.reset()
-    endpoints = {name: [role.backend] for name, role in roles.items()}
-
     def busy():
-        return {name: sum(b.load.busy_seconds() for b in backends if hasattr(b, "load"))
-                for name, backends in endpoints.items()}
+        return {name: role.backend.load.busy_seconds() if hasattr(role.backend, "load") else 0
+                for name, role in roles.items()}
 
     with store.run(level, variant.label) as (run_id, record):
         def solve(problem):

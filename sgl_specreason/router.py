@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 import urllib.request
 from contextlib import ExitStack, contextmanager
@@ -28,6 +29,7 @@ from typing import Callable, Dict, Iterator, List, Tuple
 
 from sgl_specreason import models
 from sgl_specreason.errors import RuntimeStartError
+from sgl_specreason.runner import role_server
 from sgl_specreason.runtime import LocalServer, ServerSpec, free_port
 
 #: the router's policies (``--policy`` of ``sglang_router.launch_router``)
@@ -88,20 +90,12 @@ class RouterSpec:
         return dict(os.environ)
 
     def shell_line(self) -> str:
-        import shlex
-
-        return " ".join(shlex.quote(part) for part in self.command())
+        return shlex.join(self.command())
 
 
 def worker_specs(opts, cfg, role: str, count: int, resolve: Callable[[str], str] = str) -> List[ServerSpec]:
-    """``count`` SGLang workers of one role, as ``runner.server_specs`` makes one, each on a free
-    port."""
-    return [ServerSpec(model_path=resolve(getattr(opts, f"{role}_model")), port=free_port(), role=role,
-                       device=opts.device, dtype=getattr(opts, f"{role}_dtype"),
-                       max_total_tokens=opts.max_total_tokens, threads=opts.threads, seed=cfg.seed,
-                       log_dir=opts.log_dir, extra_args=list(getattr(opts, f"{role}_args")),
-                       gpus=getattr(opts, f"{role}_gpus"))
-            for _ in range(count)]
+    """``count`` SGLang workers of one role (``runner.role_server``), each on a free port."""
+    return [role_server(opts, cfg, role, free_port(), resolve) for _ in range(count)]
 
 
 @contextmanager

@@ -136,18 +136,19 @@ def server_specs(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[st
                  resolve: Callable[[str], str] = str) -> Dict[str, ServerSpec]:
     """The local server of each of ``roles`` that has no URL; ``resolve`` turns a model name into
     its folder (``models.resolve`` prepares it; the default keeps the name as given)."""
-    specs = {}
-    for role in roles:
-        if getattr(opts, f"{role}_url"):
-            continue
-        specs[role] = ServerSpec(
-            model_path=resolve(getattr(opts, f"{role}_model")),
-            port=getattr(opts, f"{role}_port") or free_port(), role=role, device=opts.device,
-            dtype=getattr(opts, f"{role}_dtype"), max_total_tokens=opts.max_total_tokens,
-            threads=opts.threads, seed=cfg.seed, log_dir=opts.log_dir,
-            extra_args=list(getattr(opts, f"{role}_args")), gpus=getattr(opts, f"{role}_gpus"),
-        )
-    return specs
+    return {role: role_server(opts, cfg, role, getattr(opts, f"{role}_port") or free_port(), resolve)
+            for role in roles if not getattr(opts, f"{role}_url")}
+
+
+def role_server(opts: RuntimeOptions, cfg: SpecReasonConfig, role: str, port: int,
+                resolve: Callable[[str], str] = str) -> ServerSpec:
+    """A local SGLang server of ``role`` on ``port``, as ``opts`` sets that role's servers."""
+    return ServerSpec(
+        model_path=resolve(getattr(opts, f"{role}_model")), port=port, role=role, device=opts.device,
+        dtype=getattr(opts, f"{role}_dtype"), max_total_tokens=opts.max_total_tokens,
+        threads=opts.threads, seed=cfg.seed, log_dir=opts.log_dir,
+        extra_args=list(getattr(opts, f"{role}_args")), gpus=getattr(opts, f"{role}_gpus"),
+    )
 
 
 def defaults_note(opts: RuntimeOptions, specs: Dict[str, ServerSpec]) -> str:

@@ -36,13 +36,12 @@ class ProgramSolver:
         self.mode = get_mode(mode)
 
     def __call__(self, job: Job, on_step: Callable[[Step], None], scope: CancelScope) -> ProblemResult:
-        picked = self.roles
-        backends = {name: ScopedBackend(role.backend, scope) for name, role in picked.items()}
+        backends = {name: ScopedBackend(role.backend, scope) for name, role in self.roles.items()}
         if job.constraint is not None:
-            return self._constrained(job, picked[BASE], backends[BASE], on_step)
+            return self._constrained(job, self.roles[BASE], backends[BASE], on_step)
         if not job.is_chat:
-            return self._continue(job, picked, backends, on_step)
-        roles = {name: Role(name, backends[name], job.conversation.template(picked[name].template))
+            return self._continue(job, backends, on_step)
+        roles = {name: Role(name, backends[name], job.conversation.template(self.roles[name].template))
                  for name in self.mode.roles}
         program, arguments, backend = program_call(self.mode.name, make_problem(job.conversation.question, id=job.id),
                                                    job.cfg, roles, _Relay(on_step))
@@ -54,7 +53,7 @@ class ProgramSolver:
             raise failed[0] if failed else SpecReasonError(result.error)
         return result
 
-    def _continue(self, job: Job, picked: Dict[str, Role], backends: Dict[str, ScopedBackend], on_step):
+    def _continue(self, job: Job, backends: Dict[str, ScopedBackend], on_step):
         """A completion: the judged modes draft and judge its steps; a one-model mode has that
         model continue alone (``speculate`` never, with it in both roles)."""
         cfg = job.cfg
@@ -63,7 +62,7 @@ class ProgramSolver:
         else:
             draft = base = self.mode.roles[0]
             cfg = cfg.replace(speculate="never", first_n_base_steps=0)
-        template = Continuation(job.prompt, picked[base].template)
+        template = Continuation(job.prompt, self.roles[base].template)
         return call(continuation, backends[base], cfg=cfg, max_tokens=job.max_tokens, stops=list(job.stops),
                     on_step=on_step, draft=Role(DRAFT, backends[draft], template),
                     base=Role(BASE, backends[base], template))
