@@ -34,11 +34,9 @@ from sgl_specreason.flags import (  # noqa: E402
     runtime_options,
 )
 from sgl_specreason.loadtest import (  # noqa: E402
-    ClientMeter,
     Level,
     LoadRecords,
     closed_loop,
-    count_connections,
     level_line,
     markdown,
     open_loop,
@@ -46,6 +44,7 @@ from sgl_specreason.loadtest import (  # noqa: E402
     solve_one,
     variants,
 )
+from sgl_specreason.meters import ClientMeter, count_connections, cpu_seconds, server_processes  # noqa: E402
 from sgl_specreason.modes import MODES, roles_for  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
 from sgl_specreason.runner import dry_run, flush_caches, open_runtimes  # noqa: E402
@@ -136,13 +135,22 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
         return {name: role.backend.load.busy_seconds() if hasattr(role.backend, "load") else 0
                 for name, role in roles.items()}
 
+    servers = {name: server_processes(role.backend.base_url) for name, role in roles.items()}
+    spans = []
+
+    def server_cpu():
+        return {name: cpu_seconds(procs) for name, procs in servers.items()}
+
     with store.run(level, variant.label) as (run_id, record):
         def solve(problem):
+            begun = time.perf_counter() - started
             result = solve_one(problem, variant.mode, variant.cfg, roles)
-            record(result)
+            span = (begun, time.perf_counter() - started)
+            spans.append(span)
+            record(result, started_s=span[0], ended_s=span[1])
             return result
 
-        busy_before, started = busy(), time.perf_counter()
+        cpu_before, busy_before, started = server_cpu(), busy(), time.perf_counter()
         with ClientMeter() as meter:
             if level.kind == "closed":
                 results = closed_loop(problems, int(level.value), args.num_problems, args.max_seconds, solve)
@@ -151,10 +159,15 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
                                     seed=args.arrival_seed)
         duration = time.perf_counter() - started
         busy_s = {name: s - busy_before[name] for name, s in busy().items()}
-    line = level_line(level, variant.label, results, duration, "load_test", meter, busy_s)
+        cpu_s = {name: {proc: s - cpu_before[name].get(proc, 0.0) for proc, s in procs.items()}
+                 for name, procs in server_cpu().items()}
+    line = level_line(level, variant.label, results, duration, "load_test", meter, busy_s, spans, cpu_s)
     store.finish(line, run_id)
     o = line["other"]
     speculated = "" if o["speculated_share"] is None else f", {100 * o['speculated_share']:.0f}% speculated"
+    steady = o.get("steady")
+    if steady and steady["problems_per_s"]:
+        speculated += f"; steady window {steady['problems_per_s']:.4f} problems/s, drain {steady['drain_s']:.0f} s"
     print(f"{level.label}, {variant.label}: {line['num_requests']} problems in {line['latency']:.1f} s, "
           f"{o['problems_per_s']:.3f} problems/s, p50 {o['problem_latency_s']['p50'] or 0:.1f} s, "
           f"{o['errors']} errors{speculated}; client {o['client_overhead_ms_per_step']['p50'] or 0:.2f} ms/step "

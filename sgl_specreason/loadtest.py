@@ -16,10 +16,8 @@ its peak memory.
 
 from __future__ import annotations
 
-import collections
 import random
 import resource
-import socket
 import threading
 import time
 import uuid
@@ -33,6 +31,7 @@ import numpy as np
 
 from sgl_specreason.calls import POLL_S, wait_result
 from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.meters import ClientMeter
 from sgl_specreason.modes import Variant, get_mode, program_call
 from sgl_specreason.problems import Problem
 from sgl_specreason.runner import summary
@@ -139,64 +138,6 @@ def arrivals(rate: float, count: int, seed: int = 0) -> List[float]:
     return out
 
 
-_connects: "collections.Counter[str]" = collections.Counter()
-_connects_lock = threading.Lock()
-_plain_connect = None
-
-
-def count_connections() -> None:
-    """From now on, count every TCP connection this process opens, by peer (``host:port``).
-
-    ``socket.socket.connect`` is wrapped, so the count holds for any HTTP client in the process
-    (urllib, requests, httpx): each opens its connections through it. Calling it again does
-    nothing."""
-    global _plain_connect
-    with _connects_lock:
-        if _plain_connect is not None:
-            return
-        _plain_connect = plain = socket.socket.connect
-
-    def connect(sock, address):
-        plain(sock, address)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
-            with _connects_lock:
-                _connects[f"{address[0]}:{address[1]}"] += 1
-
-    socket.socket.connect = connect
-
-
-def connections_opened() -> Dict[str, int]:
-    """TCP connections opened so far, by peer, since ``count_connections`` (empty before)."""
-    with _connects_lock:
-        return dict(_connects)
-
-
-class ClientMeter:
-    """What the load-test process spends over a ``with`` block: CPU seconds (every thread,
-    user and system) and the TCP connections it opened, by peer.
-
-    >>> with ClientMeter() as meter:
-    ...     _ = sum(range(1000))
-    >>> meter.cpu_s >= 0 and meter.connections == {}
-    True
-    """
-
-    def __init__(self):
-        self.cpu_s = 0.0
-        self.connections: Dict[str, int] = {}
-
-    def __enter__(self) -> "ClientMeter":
-        self._cpu = time.process_time()
-        self._connections = connections_opened()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cpu_s = time.process_time() - self._cpu
-        now = connections_opened()
-        self.connections = {peer: n - self._connections.get(peer, 0) for peer, n in now.items()
-                            if n - self._connections.get(peer, 0)}
-
-
 def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
     """p50 / p90 / p99 of ``values`` (None for none).
 
@@ -217,12 +158,41 @@ def client_overheads(results: Sequence[ProblemResult]) -> List[float]:
             for r in results if not r.error for step in r.steps]
 
 
+def steady_window(spans: Sequence[Tuple[float, float]], clients: int) -> Optional[dict]:
+    """A closed loop's steady window, from the problems' (start, end) seconds: from the moment
+    all ``clients`` are busy (the ``clients``-th start) until the first client finds no problem
+    left (the first end after the last start). Problems/s over it counts the problems that ended
+    inside it; the drain (from its end to the last end) is reported beside it. None when the
+    loop never had every client busy, or nothing ended inside the window.
+
+    >>> w = steady_window([(0, 10), (0, 12), (10, 20), (12, 25)], clients=2)
+    >>> w["start_s"], w["end_s"], w["problems"], w["problems_per_s"], w["drain_s"]
+    (0, 20, 3, 0.15, 5)
+    """
+    if len(spans) < clients:
+        return None
+    starts = sorted(s for s, _ in spans)
+    start, last_start = starts[clients - 1], starts[-1]
+    end = min((e for _, e in spans if e > last_start), default=None)
+    if end is None or end <= start:
+        return None
+    done = sum(1 for _, e in spans if start < e <= end)
+    return {"start_s": start, "end_s": end, "problems": done,
+            "problems_per_s": done / (end - start) if done else None,
+            "drain_s": max(e for _, e in spans) - end}
+
+
 def level_line(level: Level, mode: str, results: Sequence[ProblemResult], duration: float,
                task: str, meter: Optional[ClientMeter] = None,
-               busy_s: Optional[Dict[str, float]] = None) -> dict:
+               busy_s: Optional[Dict[str, float]] = None,
+               spans: Optional[Sequence[Tuple[float, float]]] = None,
+               server_cpu_s: Optional[Dict[str, Dict[str, float]]] = None) -> dict:
     """One JSON line in SGLang's benchmark style: the run summary plus the load figures; with
     ``meter`` (the level measured by a ``ClientMeter``), the client's CPU time and connections;
-    with ``busy_s``, each runtime's busy seconds over the level."""
+    with ``busy_s``, each runtime's busy seconds over the level; with ``spans`` (each problem's
+    start and end, seconds from the level's start), a closed loop's steady window
+    (``steady_window``); with ``server_cpu_s``, each server process's CPU seconds over the
+    level, by role."""
     line = summary(results, mode, task, duration)
     o = line["other"]
     ok = [r for r in results if not r.error]
@@ -247,6 +217,12 @@ def level_line(level: Level, mode: str, results: Sequence[ProblemResult], durati
     if busy_s is not None:
         o["busy_s"] = busy_s
         o["busy_share"] = {role: (s / duration if duration > 0 else None) for role, s in busy_s.items()}
+    if spans is not None and level.kind == "closed":
+        o["steady"] = steady_window(spans, int(level.value))
+    if server_cpu_s is not None:
+        o["server_cpu_s"] = server_cpu_s
+        o["server_cpu_share"] = {role: {name: (s / duration if duration > 0 else None) for name, s in procs.items()}
+                                 for role, procs in server_cpu_s.items()}
     if meter is not None:
         opened = sum(meter.connections.values())
         o.update({
@@ -330,14 +306,14 @@ class LoadRecords:
     @contextmanager
     def run(self, level: Level, label: str) -> Iterator[Tuple[str, Callable[[ProblemResult], None]]]:
         """A new run of ``level`` and ``label``: its id, and a function that appends a finished
-        problem (any thread) at once."""
+        problem (any thread) at once, with any more fields given (``started_s=``...)."""
         run_id = uuid.uuid4().hex
         lock = threading.Lock()
         with self.problems.append() as writer:
-            def record(result: ProblemResult) -> None:
+            def record(result: ProblemResult, **extra) -> None:
                 with lock:
                     writer.write({**result.to_dict(), "level": level.label, "variant": label,
-                                  "run_id": run_id})
+                                  "run_id": run_id, **extra})
             yield run_id, record
 
     def finish(self, line: dict, run_id: str) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sgl_specreason.backend import KEEPALIVE_S, Endpoint, client_keepalive
-from sgl_specreason.loadtest import connections_opened, count_connections
+from sgl_specreason.meters import connections_opened, count_connections
 from sgl_specreason.runtime import LOCAL_KEEPALIVE_S
 
 pytestmark = [pytest.mark.runtime, pytest.mark.timeout(300)]

@@ -107,7 +107,7 @@ def test_the_client_meter_counts_cpu_and_every_tcp_connection_by_peer():
     import urllib.request
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from sgl_specreason.loadtest import ClientMeter, count_connections
+    from sgl_specreason.meters import ClientMeter, count_connections
 
     class Ok(BaseHTTPRequestHandler):
         def do_GET(self):
