@@ -2,26 +2,45 @@
 model writes every step, through the same program), or ``auto``, which decides at each step
 whether drafting and judging it is cheaper than letting the base model write it.
 
-``auto`` compares the expected seconds of one step of L tokens both ways:
+``auto`` compares the expected cost of one step of L tokens both ways:
 
     speculate:  d·L + j + (1 − a)·b·L     draft it, judge it, and rewrite it if it is rejected
     base:       b·L                        the base model writes it
 
-- d, b: seconds per token of the draft and the base runtime on the calls just made, at the
-  load each runtime has now (requests this process has in flight to it);
-- j: seconds of a judgement at that load;
+- d, b: cost per token of the draft and the base runtime on the calls just made, at the load
+  each runtime has now (requests this process has in flight to it);
+- j: cost of a judgement at that load;
 - a: the share of judged steps kept lately, for this judge and threshold, read optimistically:
   its estimate plus one standard error (a few judged steps say little: one early rejection
   must not turn speculation off, and the bound tightens as steps are judged);
 - L: the tokens of recent drafted steps.
 
+What a cost is depends on whether a runtime is saturated: requests wait at it, or its running
+batch is full (SGLang's own counts, ``Endpoint.saturated``).
+- No runtime saturated: a cost is **seconds of latency**, the wall time of the call (queueing
+  included). A step then takes its time from the problem that waits for it, and the runtimes
+  have room for more work, so the faster choice is also the one that finishes problems sooner.
+- Some runtime saturated: a cost is the **busy time the step adds to the saturated runtimes**,
+  and latency is not counted. Throughput is then set by the busiest runtime, and a step pays
+  in what it takes from it. Under continuous batching a request shares the runtime with the
+  others in its batch, so the busy time one request adds is its share: the integral of dt/n
+  over its life, n the requests in flight then (``RuntimeLoad.share_of``). The shares of all
+  requests add up to the runtime's busy time; where a runtime's step time grows with the work
+  batched (compute-bound: a CPU, or a GPU at large batch) the share is what the request adds,
+  and where it does not, the runtime has room, is not saturated, and latency is the price. A
+  step's cost is summed over the saturated runtimes only: time on a runtime that has room
+  costs no throughput.
+
+It optimises problems per second, not correct answers: accuracy enters only through a (a
+rejected draft costs its rewrite); a rule's accuracy is the judge's and threshold's business.
+
 Every figure is an exponentially weighted mean of what the program measured around its own
-calls (wall time, so queueing at a busy runtime counts), shared by every problem that runs on
-the same pair of runtimes (``live_costs``). A figure not yet known is learnt first: ``auto``
-takes the choice that measures it. And a choice whose figures have not been measured for
-``PROBE_EVERY`` decisions is taken once (recorded as a probe), so that both sides' figures stay
-current as the load changes: a base model that writes no step while drafts pass, or drafts
-not written while the base model is cheaper, would otherwise be judged on old figures.
+calls, shared by every problem that runs on the same pair of runtimes (``live_costs``). A
+figure not yet known is learnt first: ``auto`` takes the choice that measures it. And a choice
+whose figures have not been measured for ``PROBE_EVERY`` decisions is taken once (recorded as
+a probe), so that both sides' figures stay current as the load changes: a base model that
+writes no step while drafts pass, or drafts not written while the base model is cheaper, would
+otherwise be judged on old figures. No constant here is tuned to a machine.
 """
 
 from __future__ import annotations
@@ -29,7 +48,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, Optional
+from typing import Collection, Dict, Hashable, Optional
 
 #: the policies a config, a flag or a request can name
 POLICIES = ("always", "never", "auto")
@@ -50,6 +69,8 @@ PROBE_EVERY = 8
 WEIGHT = 0.25
 #: judged steps the acceptance remembers (it belongs to the rule and the problems, not the load)
 ACCEPTANCE_MEMORY = 32
+#: the two runtimes, as ``saturated`` names them
+DRAFT_RUNTIME, BASE_RUNTIME = "draft", "base"
 
 
 @dataclass
@@ -118,58 +139,110 @@ class Estimate:
 
     speculate_s: Optional[float]
     base_s: Optional[float]
+    #: "latency" (seconds a step takes) or "busy" (busy seconds it adds to saturated runtimes)
+    pricing: str = "latency"
 
 
 class LiveCosts:
     """What speculating and not speculating cost on one pair of runtimes, as just measured."""
 
-    def __init__(self):
+    def __init__(self, draft_runtime=None, base_runtime=None):
         self.lock = threading.Lock()
+        #: each runtime's backend, for its shared clock (``load``) and ``saturated()``; weakly
+        #: held, as ``_shared`` holds its keys
+        self.runtimes = {name: (None if backend is None else weakref.ref(backend))
+                         for name, backend in ((DRAFT_RUNTIME, draft_runtime), (BASE_RUNTIME, base_runtime))}
         self.draft_s_per_token = ByLoad()
         self.base_s_per_token = ByLoad()
         self.judge_s = ByLoad()
+        #: the same, as busy time added (each call's share of its runtime's busy time)
+        self.draft_busy_per_token = ByLoad()
+        self.base_busy_per_token = ByLoad()
+        self.judge_busy = ByLoad()
         self.step_tokens = Mean()
         self.kept: Dict[Hashable, Rate] = {}  # acceptance per rule
         #: decisions since each side was last measured
         self.unmeasured = {SPECULATE: 0, BASE: 0}
 
     # -- what the program tells it ------------------------------------------------------------
-    def drafted(self, load: int, seconds: float, tokens: int) -> None:
+    # Each takes the call's wall time (``seconds``, just ended) and its busy time added
+    # (``busy``; None: read off the runtime's shared clock, or the wall time without one).
+    def drafted(self, load: int, seconds: float, tokens: int, busy: Optional[float] = None) -> None:
+        busy = self.share(DRAFT_RUNTIME, seconds, busy)
         if tokens > 0:
             with self.lock:
                 self.draft_s_per_token.add(load, seconds / tokens)
+                self.draft_busy_per_token.add(load, busy / tokens)
                 self.step_tokens.add(tokens)
                 self.unmeasured[SPECULATE] = 0
 
-    def judged(self, load: int, seconds: float, rule: Hashable, kept: bool) -> None:
+    def judged(self, load: int, seconds: float, rule: Hashable, kept: bool,
+               busy: Optional[float] = None) -> None:
+        busy = self.share(BASE_RUNTIME, seconds, busy)
         with self.lock:
             self.judge_s.add(load, seconds)
+            self.judge_busy.add(load, busy)
             self.kept.setdefault(rule, Rate()).add(kept)
 
-    def base_wrote(self, load: int, seconds: float, tokens: int) -> None:
+    def base_wrote(self, load: int, seconds: float, tokens: int, busy: Optional[float] = None) -> None:
+        busy = self.share(BASE_RUNTIME, seconds, busy)
         if tokens > 0:
             with self.lock:
                 self.base_s_per_token.add(load, seconds / tokens)
+                self.base_busy_per_token.add(load, busy / tokens)
                 self.unmeasured[BASE] = 0
 
+    def share(self, runtime: str, seconds: float, busy: Optional[float] = None) -> float:
+        """The busy time a call of ``seconds`` just ended added to ``runtime``."""
+        if busy is not None:
+            return busy
+        load = getattr(self.runtime(runtime), "load", None)
+        return load.share_of(seconds) if hasattr(load, "share_of") else seconds
+
+    def runtime(self, name: str):
+        """The backend of runtime ``name`` (None when not given or gone)."""
+        ref = self.runtimes[name]
+        return None if ref is None else ref()
+
+    def saturated(self) -> frozenset:
+        """The runtimes at which requests wait, or whose running batch is full, now."""
+        readers = {name: getattr(self.runtime(name), "saturated", None) for name in self.runtimes}
+        return frozenset(name for name, reader in readers.items() if reader is not None and reader())
+
     # -- the decision ---------------------------------------------------------------------------
-    def estimate(self, rule: Hashable, draft_load: int, base_load: int) -> Estimate:
-        """Expected seconds of the next step speculated and written by the base; None for a
-        side whose figures are not all known yet."""
+    def estimate(self, rule: Hashable, draft_load: int, base_load: int,
+                 saturated: Collection[str] = ()) -> Estimate:
+        """Expected cost of the next step speculated and written by the base: seconds of
+        latency with no runtime ``saturated``, else the busy seconds it adds to the saturated
+        ones (the module's docstring says why). None for a side whose figures are not all known
+        yet."""
+        busy = bool(saturated)
         with self.lock:
-            d, j = self.draft_s_per_token.at(draft_load), self.judge_s.at(base_load)
-            b, length = self.base_s_per_token.at(base_load), self.step_tokens.value
+            if busy:
+                d, j = self.draft_busy_per_token.at(draft_load), self.judge_busy.at(base_load)
+                b = self.base_busy_per_token.at(base_load)
+            else:
+                d, j = self.draft_s_per_token.at(draft_load), self.judge_s.at(base_load)
+                b = self.base_s_per_token.at(base_load)
+            length = self.step_tokens.value
             a = self.kept[rule].optimistic() if rule in self.kept else None
+        pricing = "busy" if busy else "latency"
+        if busy:  # time on a runtime with room costs no throughput
+            d = 0.0 if DRAFT_RUNTIME not in saturated else d
+            j, b = (0.0, 0.0) if BASE_RUNTIME not in saturated else (j, b)
         base_s = None if None in (b, length) else b * length
         if None in (d, j, a, base_s):
-            return Estimate(None if None in (d, j, a, length) else d * length + j, base_s)
-        return Estimate(d * length + j + (1 - a) * base_s, base_s)
+            return Estimate(None if None in (d, j, a, length) else d * length + j, base_s, pricing)
+        return Estimate(d * length + j + (1 - a) * base_s, base_s, pricing)
 
-    def choose(self, policy: str, rule: Hashable, draft_load: int, base_load: int) -> str:
-        """``SPECULATE`` or ``BASE`` (or a probe of either) for the next step under ``policy``."""
+    def choose(self, policy: str, rule: Hashable, draft_load: int, base_load: int,
+               saturated: Optional[Collection[str]] = None) -> str:
+        """``SPECULATE`` or ``BASE`` (or a probe of either) for the next step under ``policy``;
+        ``saturated``: the saturated runtimes (None: asked of the runtimes now)."""
         if policy != "auto":
             return SPECULATE if policy == "always" else BASE
-        est = self.estimate(rule, draft_load, base_load)
+        est = self.estimate(rule, draft_load, base_load,
+                            self.saturated() if saturated is None else saturated)
         if est.speculate_s is None:
             return SPECULATE  # learn what drafting and judging cost, and how often drafts pass
         if est.base_s is None:
@@ -213,7 +286,7 @@ def live_costs(draft_backend, base_backend) -> LiveCosts:
         by_draft = _shared.setdefault(base, weakref.WeakKeyDictionary())
         costs = by_draft.get(draft)
         if costs is None:
-            costs = by_draft[draft] = LiveCosts()
+            costs = by_draft[draft] = LiveCosts(draft, base)
         return costs
 
 

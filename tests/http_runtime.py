@@ -8,7 +8,8 @@ server-sent ``data:`` events of the whole text so far, then ``data: [DONE]``), `
   many seconds first, then answer ``"ok"``;
 - ``chunks(payload)``: a streamed ``/generate``'s pieces of text in order; a number among them
   is a pause of that many seconds; an ``("error", message)`` item is an error event;
-- ``tokenize(text)``: token ids (default: one per character, its code).
+- ``tokenize(text)``: token ids (default: one per character, its code);
+- ``loads()``: the body of ``GET /v1/loads`` (default: none, answered 404 as a router would).
 
 It keeps every request (``requests``: path and JSON body) and counts the connections it accepted
 (``connections``) and the most open at once (``peak``).
@@ -28,9 +29,10 @@ class HttpRuntime:
     def __init__(self, model_path: str = "/models/SmolLM2-135M-Instruct",
                  reply: Callable[[dict], object] = lambda payload: "ok",
                  chunks: Callable[[dict], Iterable] = lambda payload: ["one ", "two ", "three"],
-                 tokenize: Optional[Callable[[str], List[int]]] = None, listen: bool = True):
+                 tokenize: Optional[Callable[[str], List[int]]] = None, listen: bool = True,
+                 loads: Optional[Callable[[], dict]] = None):
         self.model_path = model_path
-        self.reply, self.chunks = reply, chunks
+        self.reply, self.chunks, self.loads = reply, chunks, loads
         self.tokenize = tokenize or (lambda text: [ord(ch) for ch in text])
         self.requests: List[tuple] = []
         runtime = self
@@ -51,6 +53,8 @@ class HttpRuntime:
                                      "is_generation": True})
                 elif self.path == "/health":
                     self._json(200, {})
+                elif self.path.startswith("/v1/loads") and runtime.loads is not None:
+                    self._json(200, runtime.loads())
                 else:
                     self._json(404, {"detail": "Not Found"})
 

@@ -252,3 +252,28 @@ def test_the_keep_alive_flag_reaches_the_endpoints_of_given_urls():
             args = build_parser().parse_args(["solve", "--base-url", runtime.url, *argv, "q"])
             with open_runtimes(runtime_options(args, 1), SpecReasonConfig(), (BASE,), log=lambda _: None) as roles:
                 assert roles[BASE].backend.keepalive == expected
+
+
+def test_saturation_is_read_from_the_runtimes_own_queue_at_most_once_a_second(monkeypatch):
+    from sgl_specreason.backend import endpoint as endpoint_module
+
+    queue = {"num_running_reqs": 3, "num_waiting_reqs": 0, "max_running_requests": 8}
+    with HttpRuntime(loads=lambda: {"loads": [dict(queue, dp_rank=0)]}) as runtime:
+        endpoint = Endpoint(runtime.url, role="base")
+        assert endpoint.saturated() is False
+        queue["num_waiting_reqs"] = 2
+        assert endpoint.saturated() is False  # the reading of a moment ago still stands
+        reads = sum(1 for path, _ in runtime.requests if path.startswith("/v1/loads"))
+        assert reads == 1
+        monkeypatch.setattr(endpoint_module, "QUEUE_READ_S", 0.0)
+        assert endpoint.saturated() is True  # requests wait
+        queue.update(num_waiting_reqs=0, num_running_reqs=8)
+        assert endpoint.saturated() is True  # the running batch is full
+        queue["num_running_reqs"] = 7
+        assert endpoint.saturated() is False
+
+
+def test_without_a_queue_to_read_saturation_is_not_assumed():
+    with HttpRuntime() as runtime:  # answers 404 to /v1/loads and /server_info, as a router may
+        endpoint = Endpoint(runtime.url, role="base")
+        assert endpoint.saturated() is False

@@ -173,3 +173,96 @@ def test_one_early_rejection_does_not_turn_speculation_off():
     for _ in range(12):  # but a rule that keeps almost nothing is given up
         costs.judged(0, 3.0, RULE, kept=False)
     assert costs.choose("auto", RULE, 0, 0) == BASE
+
+
+# -- auto under saturation: busy time added instead of latency -------------------------------------
+
+def test_saturated_runtimes_are_priced_by_the_busy_time_a_step_adds_to_them():
+    costs = LiveCosts()
+    costs.drafted(0, 2.0, 10, busy=2.0)  # the draft runtime alone: busy time = wall time
+    costs.judged(0, 1.0, RULE, kept=True, busy=0.125)  # the base runtime shared by 8 requests
+    costs.judged(0, 1.0, RULE, kept=True, busy=0.125)
+    costs.base_wrote(0, 2.5, 10, busy=0.5)
+    a = costs.kept[RULE].optimistic()
+    assert costs.estimate(RULE, 0, 0) == Estimate(2.0 + 1.0 + (1 - a) * 2.5, 2.5, "latency")
+    # only the base runtime saturated: the draft runtime has room, its time costs no throughput
+    assert costs.estimate(RULE, 0, 0, {"base"}) == Estimate(0.125 + (1 - a) * 0.5, 0.5, "busy")
+    # both: the busy time added to each, summed
+    assert costs.estimate(RULE, 0, 0, {"draft", "base"}) == Estimate(2.0 + 0.125 + (1 - a) * 0.5, 0.5, "busy")
+    assert costs.choose("auto", RULE, 0, 0, saturated=()) == BASE
+    assert costs.choose("auto", RULE, 0, 0, saturated={"base"}) == SPECULATE
+
+
+class PairModel:
+    """Two runtimes whose costs cross as the load grows, as on a compute-bound base: at n
+    requests in flight a base token takes n times as long (the batch shares the compute) but
+    adds the same busy time, and the base runtime saturates (requests wait) past ``slots``
+    requests. The draft runtime is never loaded: its calls take the same time whatever n."""
+
+    def __init__(self, slots=4):
+        self.slots, self.d, self.j, self.b = slots, 0.3, 0.2, 0.2  # s/token, s, s/token alone
+
+    def step(self, costs, n):
+        """One step at base load ``n``, as a program runs it (every draft kept)."""
+        saturated = {"base"} if n > self.slots else set()
+        choice = costs.choose("auto", RULE, 0, n, saturated=saturated)
+        if speculates(choice):
+            costs.drafted(0, 10 * self.d, 10, busy=10 * self.d)
+            costs.judged(n, n * self.j, RULE, kept=True, busy=self.j)
+        else:
+            costs.base_wrote(n, 10 * n * self.b, 10, busy=10 * self.b)
+        return choice
+
+
+def test_auto_switches_at_the_saturation_crossover_and_back():
+    """Unsaturated at n = 1, latency decides: drafting and judging (3 + 0.2 s a step, plus
+    (1 - a)·2 s of rewrites) against the base model (2 s): the base model writes. Saturated
+    (n > 4), the base runtime's busy time decides: 0.2 + (1 - a)·2 against 2 s: speculate.
+    Back at n = 1, the base model again."""
+    model, costs = PairModel(), LiveCosts()
+    for n in (1,) * 3:  # learn both sides
+        model.step(costs, n)
+    phases = [(n, [model.step(costs, n) for _ in range(12)]) for n in (1, 8, 16, 1)]
+    for n, choices in phases:
+        # n = 1: the base model (2 s against 3.2 + (1 - a)·2); saturated at n = 8 and 16:
+        # speculate (busy 0.2 + (1 - a)·2 against 2 on the base runtime)
+        expected = BASE if n == 1 else SPECULATE
+        assert choices[-6:].count(expected) >= 5, (n, choices)
+
+
+def test_under_latency_pricing_a_loaded_but_unsaturated_base_is_priced_by_its_wall_time():
+    """The same pair with room at every load (slots never reached): the wall time of a base step
+    grows with n, so past the latency crossover (2·n > 3.2 + (1 - a)·2·n) auto speculates too,
+    for latency's sake."""
+    model, costs = PairModel(slots=10 ** 6), LiveCosts()
+    for _ in range(3):
+        model.step(costs, 1)
+    at_one = [model.step(costs, 1) for _ in range(12)]
+    at_eight = [model.step(costs, 8) for _ in range(12)]
+    assert at_one[-6:].count(BASE) >= 5
+    assert at_eight[-6:].count(SPECULATE) >= 5
+    assert costs.estimate(RULE, 0, 8, ()).pricing == "latency"
+
+
+class SharedLoad:
+    """A runtime's load as ``RuntimeLoad`` reports it, for a runtime shared by ``n`` requests."""
+
+    def __init__(self, n):
+        self.n, self.in_flight = n, 0
+
+    def share_of(self, seconds):
+        return seconds / self.n
+
+
+@pytest.mark.parametrize("saturated", [False, True])
+def test_a_program_prices_by_busy_time_when_its_base_runtime_says_it_is_saturated(saturated):
+    """Drafting is slow (0.16 s a step) and the base model fast (0.08 s), so by latency the base
+    model writes; but the base runtime is shared by 8 requests, and when it says requests wait
+    there, a step it writes adds 0.01 s of its busy time against a judgement's near 0: speculate."""
+    draft = FakeRuntime(DRAFT, writes("d"), delay=lambda kind, steps: 0.16)
+    base = FakeRuntime(BASE_ROLE, writes("b"), delay=lambda kind, steps: 0.0 if kind == "judge" else 0.08)
+    base.load, base.saturated = SharedLoad(8), lambda: saturated
+    result = solve(draft, base, speculate="auto", first_n_base_steps=1)
+    later = [s.choice for s in result.steps][-20:]
+    expected = SPECULATE if saturated else BASE
+    assert later.count(expected) >= 16, later

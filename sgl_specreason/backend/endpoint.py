@@ -21,6 +21,7 @@ asked.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from typing import Iterator, List, Optional
 
@@ -36,6 +37,8 @@ from sgl_specreason.errors import RuntimeCallError
 
 #: ``tokenizer=`` value that always asks the runtime
 ASK_RUNTIME = "runtime"
+#: seconds a reading of the runtime's queue is used before it is read again (``saturated``)
+QUEUE_READ_S = 1.0
 
 
 class Endpoint(RuntimeHttp, RuntimeEndpoint):
@@ -68,6 +71,10 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
             self.client.close()
             raise
         self.chat_template = get_chat_template_by_model_path(self.model_info["model_path"])
+        self._queue_lock = threading.Lock()
+        self._queue_read_at: Optional[float] = None
+        self._queue_full = False
+        self._max_running: Optional[int] = None  # from /server_info, where /v1/loads is missing
 
     @property
     def model_path(self) -> str:
@@ -167,6 +174,36 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
 
     def get_server_info(self):
         return self.request("/server_info")
+
+    def saturated(self) -> bool:
+        """Whether requests wait at the runtime, or its running batch is full: SGLang's own counts
+        (``GET /v1/loads``, ``num_waiting_reqs`` and ``num_running_reqs`` against
+        ``max_running_requests``), read at most every ``QUEUE_READ_S`` seconds. Where the runtime
+        does not answer that (a router in front of it), the requests this process has in flight
+        against the server's ``max_running_requests``; False where neither is known."""
+        with self._queue_lock:
+            now = time.monotonic()
+            if self._queue_read_at is not None and now - self._queue_read_at < QUEUE_READ_S:
+                return self._queue_full
+            self._queue_read_at = now
+            self._queue_full = self._read_queue()
+            return self._queue_full
+
+    def _read_queue(self) -> bool:
+        try:
+            loads = self.request("/v1/loads?include=core", timeout=5.0).get("loads") or []
+            return any(x.get("num_waiting_reqs", 0) > 0
+                       or 0 < x.get("max_running_requests", 0) <= x.get("num_running_reqs", 0)
+                       for x in loads)
+        except (RuntimeCallError, AttributeError, TypeError):
+            pass
+        if self._max_running is None:
+            try:
+                info = self.request("/server_info", timeout=5.0)
+                self._max_running = int(info.get("max_running_requests") or 0)
+            except (RuntimeCallError, AttributeError, TypeError, ValueError):
+                self._max_running = 0
+        return 0 < self._max_running <= self.load.in_flight
 
     def start_profile(self):
         self.request("/start_profile", {}, method="POST", parse=False)
