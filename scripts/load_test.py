@@ -44,7 +44,14 @@ from sgl_specreason.loadtest import (  # noqa: E402
     solve_one,
     variants,
 )
-from sgl_specreason.meters import ClientMeter, count_connections, cpu_seconds, server_processes  # noqa: E402
+from sgl_specreason.meters import (  # noqa: E402
+    ClientMeter,
+    count_connections,
+    counters_between,
+    cpu_seconds,
+    runtime_counters,
+    server_processes,
+)
 from sgl_specreason.modes import MODES, roles_for  # noqa: E402
 from sgl_specreason.problems import read_jsonl  # noqa: E402
 from sgl_specreason.runner import dry_run, flush_caches, open_runtimes  # noqa: E402
@@ -150,6 +157,7 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
             record(result, started_s=span[0], ended_s=span[1])
             return result
 
+        counters_before = {name: runtime_counters(role.backend) for name, role in roles.items()}
         cpu_before, busy_before, started = server_cpu(), busy(), time.perf_counter()
         with ClientMeter() as meter:
             if level.kind == "closed":
@@ -161,7 +169,10 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
         busy_s = {name: s - busy_before[name] for name, s in busy().items()}
         cpu_s = {name: {proc: s - cpu_before[name].get(proc, 0.0) for proc, s in procs.items()}
                  for name, procs in server_cpu().items()}
+        counters = {name: counters_between(counters_before[name], runtime_counters(role.backend))
+                    for name, role in roles.items()}
     line = level_line(level, variant.label, results, duration, "load_test", meter, busy_s, spans, cpu_s)
+    line["other"]["runtime_counters"] = counters  # SGLang's own: decode moments, prefill busy time
     store.finish(line, run_id)
     o = line["other"]
     speculated = "" if o["speculated_share"] is None else f", {100 * o['speculated_share']:.0f}% speculated"

@@ -8,7 +8,7 @@ import collections
 import socket
 import threading
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 
 _connects: "collections.Counter[str]" = collections.Counter()
@@ -104,3 +104,33 @@ def cpu_seconds(processes: Sequence) -> Dict[str, float]:
         except psutil.Error:
             pass
     return out
+
+
+#: SGLang's cumulative decode moments (``/v1/loads``), in order: decode iterations, sum of batch
+#: sizes b, sum of step times t (us), sum of b², sum of b·t, tokens generated
+DECODE_MOMENTS = ("steps", "sum_b", "sum_t_us", "sum_bb", "sum_bt_us", "generated")
+
+
+def runtime_counters(backend) -> Optional[Dict[str, float]]:
+    """A runtime's own cumulative counters of its iterations (SGLang's ``GET /v1/loads``): its
+    decode moments (``DECODE_MOMENTS``, enough to fit step time against batch size) and its
+    prefill busy time and uncached tokens. None where the runtime does not answer it."""
+    try:
+        loads = backend.request("/v1/loads?include=core", timeout=10.0).get("loads") or []
+    except Exception:  # a router, an older server, a runtime that went away: no figures
+        return None
+    out: Dict[str, float] = dict.fromkeys(DECODE_MOMENTS, 0.0)
+    out.update(prefill_busy_s=0.0, prefill_tokens=0.0)
+    for load in loads:
+        for name, value in zip(DECODE_MOMENTS, load.get("decode_moments") or ()):
+            out[name] += value
+        out["prefill_busy_s"] += load.get("total_prefill_busy_us", 0) / 1e6
+        out["prefill_tokens"] += load.get("total_prefill_uncached_tokens", 0)
+    return out
+
+
+def counters_between(before: Optional[Dict[str, float]], after: Optional[Dict[str, float]]):
+    """What the counters grew by between two readings (None unless both were read)."""
+    if before is None or after is None:
+        return None
+    return {name: after[name] - before.get(name, 0.0) for name in after}
