@@ -8,16 +8,18 @@ top programs themselves run on the base runtime (``run`` or ``run_batch``). Prom
 from its cache.
 """
 
+import dataclasses
 import time
 from contextlib import closing
 
 import sglang as sgl
 
 from sgl_specreason.programs.overlapped import Overlapped
-from sgl_specreason.programs.steps import Context, Steps, own_reply, own_step, read_logprobs
+from sgl_specreason.programs.steps import Context, Steps, own_reply, own_step, problem_context, read_logprobs
 from sgl_specreason.programs.subprograms import base_step, final_answer
 from sgl_specreason.calls import call, recording
-from sgl_specreason.stopping import FINISHED, has_answer, stop_reason
+from sgl_specreason.framing import PAPER
+from sgl_specreason.stopping import ENDED, FINISHED, has_answer, split_reasoning, stop_reason, thinking
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import Call, ProblemResult
 
@@ -28,14 +30,14 @@ from sgl_specreason.trace import Call, ProblemResult
 def specreason(s, problem, cfg, draft, base, monitor=None):
     """Solve ``problem`` with SpecReason; ``s`` is on the base runtime. Returns a ProblemResult."""
     result = ProblemResult(problem.id, problem.question, "specreason")
-    ctx = Context(problem.question, problem.choices, budget=_capped(cfg))
     with recording(result, problem, monitor):
+        ctx = problem_context(problem, cfg, (base, draft), budget=_capped(cfg))
         with closing(steps_for(draft, base, ctx, cfg)) as steps:
             while not result.stop_reason:
                 # draft the step, judge it, keep it or let the base model write it (programs.steps)
                 step = steps.next(_texts(result), _kept(result))
-                _keep(result, step, cfg, problem, monitor)
-        _close(result, base, problem, cfg)
+                _keep(result, step, cfg, ctx, problem, monitor)
+        _close(result, base, ctx, cfg)
     return result
 
 
@@ -44,16 +46,16 @@ def reason(s, problem, cfg, role, monitor=None):
     """Baseline: ``role``'s model alone, step by step, with SpecReason's stop rules; ``s`` is on
     that role's runtime. ``role.name`` "base" is the base-only baseline, "draft" the draft-only."""
     result = ProblemResult(problem.id, problem.question, role.name)
-    ctx = Context(problem.question, problem.choices, budget=_capped(cfg))
     with recording(result, problem, monitor):
+        ctx = problem_context(problem, cfg, (role,), budget=_capped(cfg))
         while not result.stop_reason:
             started = time.perf_counter()
             texts = _texts(result)
             limit = Steps.room_in(ctx, cfg, _kept(result))
             step = own_step(role, ctx, texts, own_reply(role, ctx, texts, cfg, limit))
             step.wall_s = time.perf_counter() - started
-            _keep(result, step, cfg, problem, monitor)
-        _close(result, role, problem, cfg)
+            _keep(result, step, cfg, ctx, problem, monitor)
+        _close(result, role, ctx, cfg)
     return result
 
 
@@ -89,15 +91,15 @@ def one_gen(s, problem, cfg, role, monitor=None, label="base-gen"):
     the result's mode."""
     result = ProblemResult(problem.id, problem.question, label)
     with recording(result, problem, monitor):
-        prompt = role.template.reasoning(problem.question, [], problem.choices)
+        ctx = problem_context(problem, cfg, (role,))
+        prompt = role.template.reasoning(ctx.asked, [])
         text, meta = call(base_step, role.backend, prompt=prompt, max_step_tokens=cfg.token_budget,
                           temp=cfg.base_temperature, top_p_=cfg.top_p, stops=[])
         inner = meta.get("specreason")
         if inner is not None:
             result.steps = inner.steps
         else:
-            ctx = Context(problem.question, problem.choices, tidy=str)
-            result.steps = [own_step(role, ctx, [], (text, meta))]
+            result.steps = [own_step(role, dataclasses.replace(ctx, tidy=str), [], (text, meta))]
         result.text = text
         finish = meta.get("finish_reason") or {}
         result.stop_reason = FINISHED if has_answer(text) else finish.get("type", "")
@@ -127,27 +129,40 @@ def _kept(result):
     return sum(step.kept_tokens for step in result.steps)
 
 
-def _keep(result, step, cfg, problem, monitor):
+def _keep(result, step, cfg, ctx, problem, monitor):
     """Append the step; the stop reason, or None to go on."""
     if monitor is not None:
         monitor.on_step(problem, step)
     result.steps.append(step)
     texts = _texts(result)
     result.text = STEP_SEPARATOR.join(texts)
-    result.stop_reason = stop_reason(texts, _kept(result), cfg.reasoning_budget)
+    talk = ctx.asked
+    result.stop_reason = stop_reason(texts, _kept(result), cfg.reasoning_budget, ended=step.ended,
+                                     framing=talk.framing, think=talk.think, markers=talk.markers)
     return result.stop_reason
 
 
-def _close(result, role, problem, cfg):
-    """Reasoning stopped without an answer: the model states one after ``</think>``."""
+def _close(result, role, ctx, cfg):
+    """The reasoning stopped: the model states the answer after ``</think>`` where one is due
+    (``_answer_due``); then the text is split into reasoning and reply."""
+    talk, texts = ctx.asked, _texts(result)
     room = cfg.answer_room(_kept(result))
-    if result.stop_reason == FINISHED or not room:  # answered, or the cap leaves no room
-        return
-    text, meta = call(final_answer, role.backend,
-                      prompt=role.template.answer(problem.question, _texts(result), problem.choices),
-                      max_answer_tokens=room, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
-                      logprobs=cfg.logprobs)
-    result.answer_call = Call.from_meta(role.name, "answer", meta)
-    if cfg.logprobs is not None:
-        result.answer_logprobs = read_logprobs(meta, "output")
-    result.text += STEP_SEPARATOR + text
+    answer = None
+    if room and _answer_due(result.stop_reason, texts, talk):
+        answer, meta = call(final_answer, role.backend, prompt=role.template.answer(talk, texts),
+                            max_answer_tokens=room, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
+                            logprobs=cfg.logprobs)
+        result.answer_call = Call.from_meta(role.name, "answer", meta)
+        if cfg.logprobs is not None:
+            result.answer_logprobs = read_logprobs(meta, "output")
+        result.text += STEP_SEPARATOR + answer
+    result.reasoning, result.content = split_reasoning(texts, answer, talk.think, talk.markers)
+
+
+def _answer_due(reason, texts, talk) -> bool:
+    """Under ``paper``, unless a step stated the answer (the paper's rule); under ``plain``, when
+    the text was thinking and the model did not end it itself: the thinking was closed, or cut
+    by the budget or a loop."""
+    if talk.framing == PAPER:
+        return reason != FINISHED
+    return reason != ENDED and thinking(texts, talk.think, talk.markers[0])

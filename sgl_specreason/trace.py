@@ -189,6 +189,10 @@ class ProblemResult:
     question: str
     mode: str  # "specreason", "base", "draft"
     text: str = ""  # the whole reasoning and answer the models wrote
+    #: ``text`` split (``stopping.split_reasoning``): the kept thinking, without its markers, and
+    #: the reply after it; None where a program does not split (a continued prompt)
+    reasoning: Optional[str] = None
+    content: Optional[str] = None
     answer: Optional[str] = None  # extracted final answer
     reference: Optional[str] = None
     correct: Optional[bool] = None

@@ -249,7 +249,9 @@ def test_the_keep_alive_flag_reaches_the_endpoints_of_given_urls():
 
     with HttpRuntime() as runtime:
         for argv, expected in ((["--keep-alive", "119"], 119.0), ([], 4.0)):
-            args = build_parser().parse_args(["solve", "--base-url", runtime.url, *argv, "q"])
+            # the stand-in's model is no folder here: a hand-written template stands in for its own
+            args = build_parser().parse_args(["solve", "--base-url", runtime.url, "--base-template", "smollm2",
+                                              *argv, "q"])
             with open_runtimes(runtime_options(args, 1), SpecReasonConfig(), (BASE,), log=lambda _: None) as roles:
                 assert roles[BASE].backend.keepalive == expected
 

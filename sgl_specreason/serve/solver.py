@@ -11,7 +11,8 @@ from sgl_specreason.errors import SpecReasonError
 from sgl_specreason.modes import get_mode, program_call
 from sgl_specreason.problems import make_problem
 from sgl_specreason.programs import constrained_gen, continuation, judge_steps
-from sgl_specreason.programs.steps import read_logprobs
+from sgl_specreason.framing import PLAIN
+from sgl_specreason.programs.steps import problem_context, read_logprobs
 from sgl_specreason.serve.errors import ApiError
 from sgl_specreason.serve.jobs import Job
 from sgl_specreason.stopping import FINISHED
@@ -41,10 +42,9 @@ class ProgramSolver:
             return self._constrained(job, self.roles[BASE], backends[BASE], on_step)
         if not job.is_chat:
             return self._continue(job, backends, on_step)
-        roles = {name: Role(name, backends[name], job.conversation.template(self.roles[name].template))
-                 for name in self.mode.roles}
-        program, arguments, backend = program_call(self.mode.name, make_problem(job.conversation.question, id=job.id),
-                                                   job.cfg, roles, _Relay(on_step))
+        roles = {name: Role(name, backends[name], self.roles[name].template) for name in self.mode.roles}
+        program, arguments, backend = program_call(self.mode.name, self._problem(job), job.cfg, roles,
+                                                   _Relay(on_step))
         result = call(program, backend, **arguments)
         if result.error and not scope.cancelled:
             # the program records its error as text (one failing problem never takes a batch
@@ -70,8 +70,7 @@ class ProgramSolver:
     def _constrained(self, job: Job, role: Role, backend: ScopedBackend, on_step) -> ProblemResult:
         """The base model alone, in one request, under the job's constraint."""
         c, cfg = job.constraint, job.cfg
-        prompt = job.conversation.template(role.template).plain(job.conversation.question) \
-            if job.is_chat else job.prompt
+        prompt = role.template.conversation(self._talk(job, PLAIN, (role,))) if job.is_chat else job.prompt
         limit = cfg.max_completion_tokens or (cfg.token_budget if job.is_chat else job.max_tokens)
         text, meta = call(constrained_gen, backend, prompt=prompt, max_new=limit, temp=cfg.base_temperature,
                           top_p_=cfg.top_p, regex=c.regex, json_schema=c.json_schema,
@@ -93,15 +92,24 @@ class ProgramSolver:
         computing it."""
         for name in ((BASE,) if job.constraint is not None else self.mode.roles):
             role = self.roles[name]
-            if job.is_chat:
-                template = job.conversation.template(role.template)
-                prompt = (template.plain(job.conversation.question) if job.constraint is not None
-                          else template.reasoning(job.conversation.question, []))
+            if job.is_chat and job.constraint is not None:
+                prompt = role.template.conversation(self._talk(job, PLAIN, (role,)))
+            elif job.is_chat:  # as the program renders its first step (base model first)
+                roles = sorted((self.roles[n] for n in self.mode.roles), key=lambda r: r.name != BASE)
+                prompt = role.template.reasoning(self._talk(job, job.cfg.framing, roles), [])
             else:
                 prompt = job.prompt
             cache = getattr(role.backend, "cache_prefix", None)
             if cache is not None:
                 cache(prompt)
+
+    @staticmethod
+    def _problem(job: Job):
+        return make_problem(None, id=job.id, messages=job.conversation.messages)
+
+    def _talk(self, job: Job, framing: str, roles: Sequence[Role]):
+        """The job's conversation under ``framing``, as ``roles``' templates render it."""
+        return problem_context(self._problem(job), job.cfg.replace(framing=framing), roles).asked
 
     def prompt_logprobs(self, prompt: str, top: int) -> list:
         """The prompt's tokens as the base model scores them, from one prefill (an echoed prompt
