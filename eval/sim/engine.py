@@ -28,10 +28,12 @@ from typing import Callable, Deque, Dict, List, Optional
 class RuntimeCosts:
     """Seconds of one iteration of one runtime.
 
-    decode: ``decode_fixed + decode_per_seq·B + decode_per_ctx·T`` for a batch of B requests
-    holding T context tokens in all, at least the compute bound ``compute_per_seq·B``;
-    prefill: ``prefill_fixed + prefill_per_token·N`` for N new prompt tokens in all.
-    ``request_s``: what a request costs outside the runtime's iterations (HTTP, tokenizing).
+    decode: ``decode_fixed + decode_per_seq·min(B, per_seq_until) + decode_per_ctx·T`` for a
+    batch of B requests holding T context tokens in all, at least the compute bound
+    ``compute_per_seq·B``; prefill: ``prefill_fixed + prefill_per_token·N`` for N new prompt
+    tokens in all. ``request_s``: what a request costs outside the runtime's iterations (HTTP,
+    tokenizing). ``contention``: how much longer an iteration takes when it starts while the
+    other runtime is in one (two runtimes on one machine share its memory bandwidth).
     """
 
     decode_fixed: float
@@ -43,9 +45,12 @@ class RuntimeCosts:
     compute_per_seq: float = 0.0
     kv_capacity: int = 10 ** 9  # tokens
     max_running: int = 10 ** 9
+    contention: float = 0.0
+    per_seq_until: int = 10 ** 9
 
     def decode_s(self, batch: int, context: int) -> float:
-        memory = self.decode_fixed + self.decode_per_seq * batch + self.decode_per_ctx * context
+        memory = (self.decode_fixed + self.decode_per_seq * min(batch, self.per_seq_until)
+                  + self.decode_per_ctx * context)
         return max(memory, self.compute_per_seq * batch)
 
     def prefill_s(self, tokens: int) -> float:
@@ -108,6 +113,8 @@ class Runtime:
         else:
             self.busy_until = None
             return
+        if any(rt.busy_until is not None for rt in self.sim.runtimes.values() if rt is not self):
+            seconds *= 1 + self.costs.contention
         self.busy_until = self.sim.now + seconds
         self.busy_s += seconds
         self.sim.at(self.busy_until, lambda: self.end_iteration(batch, admitted, seconds))
