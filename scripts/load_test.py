@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=list(MODES))
     parser.add_argument("--num-problems", type=positive_int, default=8,
                         help="problems per level and mode at most")
+    parser.add_argument("--problems-per-client", type=positive_int,
+                        help="closed loop: each level runs this many problems a client (c x N) instead "
+                             "of --num-problems, so every level keeps its clients busy as long")
     parser.add_argument("--max-seconds", type=float, default=600.0,
                         help="no new problem starts after this long, per level and mode")
     parser.add_argument("--dataset", choices=("gsm8k", "gsm8k-train"), default="gsm8k",
@@ -99,7 +102,9 @@ def run(args) -> int:
     if args.data_path:
         problems = read_jsonl(args.data_path).problems
     else:
-        problems = data.gsm8k(args.num_problems, 0, split="train" if args.dataset == "gsm8k-train" else "test")
+        most = max([args.num_problems] + [args.problems_per_client * c for c in args.concurrency
+                                          if args.problems_per_client])
+        problems = data.gsm8k(most, 0, split="train" if args.dataset == "gsm8k-train" else "test")
     if not problems:
         print("error: no problems to send", file=sys.stderr)
         return 2
@@ -161,7 +166,8 @@ def measure(level, variant, problems, roles, args, store: LoadRecords) -> dict:
         cpu_before, busy_before, started = server_cpu(), busy(), time.perf_counter()
         with ClientMeter() as meter:
             if level.kind == "closed":
-                results = closed_loop(problems, int(level.value), args.num_problems, args.max_seconds, solve)
+                count = args.problems_per_client * int(level.value) if args.problems_per_client else args.num_problems
+                results = closed_loop(problems, int(level.value), count, args.max_seconds, solve)
             else:
                 results = open_loop(problems, level.value, args.num_problems, args.max_seconds, solve,
                                     seed=args.arrival_seed)
