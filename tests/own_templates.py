@@ -47,3 +47,32 @@ def r1_tokenizer():
 @functools.lru_cache(maxsize=None)
 def r1_template():
     return OwnTemplate(r1_tokenizer(), "DeepSeek-R1-Distill-Qwen-7B")
+
+
+class Retemplated:
+    """A tokenizer with another chat template (or whose encoding adds its begin-of-sequence
+    token, as the Hugging Face R1 tokenizer's does), the rest delegated to ``tokenizer``."""
+
+    def __init__(self, tokenizer, chat_template=None, adds_bos=False):
+        self.inner, self.adds_bos = tokenizer, adds_bos
+        self.chat_template = chat_template or tokenizer.chat_template
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def apply_chat_template(self, chat, **how):
+        return self.inner.apply_chat_template(chat, chat_template=self.chat_template, **how)
+
+    def encode(self, text, **how):
+        ids = self.inner.encode(text, **how)
+        return [self.inner.bos_token_id, *ids] if self.adds_bos else ids
+
+
+def thinking_r1_template():
+    """R1's template as its newer revision has it: the generation prompt opens thinking."""
+    tokenizer = r1_tokenizer()
+    source = tokenizer.chat_template
+    opening = "{{'<\uff5cAssistant\uff5c>'}}{% endif %}"
+    assert source.endswith(opening)
+    return OwnTemplate(Retemplated(tokenizer, source[:-len(opening)] + "{{'<\uff5cAssistant\uff5c><think>\\n'}}{% endif %}"),
+                       "R1 (newer revision)")
