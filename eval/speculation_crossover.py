@@ -180,13 +180,16 @@ def projection(runs, passes, base_tp: int) -> dict:
 
 
 def projection_rows(proj: dict, label: str) -> List[str]:
-    rows = [f"| c | always | never | auto | auto speculated | never / always | correct/s never / always ({label}) |",
-            "|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [f"| c | always | never | auto | auto speculated | auto = oracle | never / always "
+            f"| correct/s never / always ({label}) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lv, scale = proj["levels"], proj["pass_scale"]
     for c in PROJECTED_LEVELS:
         a, n, u = (lv[p][c]["steady_problems_per_s"] for p in POLICIES)
         rows.append(f"| {c} | {fmt(a, '.2f')} | {fmt(n, '.2f')} | {fmt(u, '.2f')} "
-                    f"| {fmt(100 * (lv['auto'][c]['speculated_share'] or 0), '.0f')} % | {fmt(n / a if a else None, '.2f')} "
+                    f"| {fmt(100 * (lv['auto'][c]['speculated_share'] or 0), '.0f')} % "
+                    f"| {fmt(100 * lv['auto'][c]['oracle_agreement'] if lv['auto'][c]['oracle_agreement'] is not None else None, '.0f')} % "
+                    f"| {fmt(n / a if a else None, '.2f')} "
                     f"| {fmt(n * scale['never'] / (a * scale['always']) if a else None, '.2f')} |")
     return rows
 

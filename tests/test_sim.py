@@ -9,7 +9,7 @@ import pytest
 from sgl_specreason.eval.sim.costs import cpu_costs, h100_costs, moments_fit, single_request_fit
 from sgl_specreason.eval.sim.engine import RuntimeCosts, Sim
 from sgl_specreason.eval.sim.project import crossover, replay_level
-from sgl_specreason.eval.sim.replay import Replay, problem_spec
+from sgl_specreason.eval.sim.replay import Replay, oracle_agreement, problem_spec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -85,6 +85,10 @@ def test_a_record_replays_its_calls_in_order_and_auto_can_give_a_step_to_the_bas
     auto = Replay({"draft": SIMPLE, "base": cheap_base}, [spec] * 6, 1, "auto")
     auto.run()
     assert "base" in auto.choices[2:]
+    # by the costs the whole run measured the base model is the cheaper choice; auto's first
+    # choice (speculate, to learn) is the only one that differs from it
+    decided = [d for d in auto.decisions if d[3] in ("speculate", "base")]
+    assert oracle_agreement(auto) == pytest.approx((len(decided) - 1) / len(decided))
 
 
 def test_fits_recover_the_costs_they_were_made_from():

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence
 from sgl_specreason.loadtest import steady_window
 
 from .engine import RuntimeCosts
-from .replay import Outcome, ProblemSpec, Replay, problem_spec
+from .replay import Outcome, ProblemSpec, Replay, oracle_agreement, problem_spec
 
 
 def problem_order(records: Sequence[dict]) -> List[dict]:
@@ -41,6 +41,7 @@ def replay_level(costs: Dict[str, RuntimeCosts], records: Sequence[dict], client
     replay = Replay(costs, specs, clients, policy)
     out = throughput(replay.run(), clients)
     out["speculated_share"] = share_speculated(replay)
+    out["oracle_agreement"] = oracle_agreement(replay) if policy == "auto" else None
     return out
 
 
@@ -66,6 +67,7 @@ def project(costs: Dict[str, RuntimeCosts], pools: Dict[str, Sequence[dict]], le
             replay = Replay(costs, chosen, c, mode)
             figures = throughput(replay.run(), c)
             figures["speculated_share"] = share_speculated(replay)
+            figures["oracle_agreement"] = oracle_agreement(replay) if mode == "auto" else None
             out[policy][c] = figures
     return out
 

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
-from sgl_specreason.speculation import LiveCosts, speculates
+from sgl_specreason.speculation import BASE_RUNTIME, DRAFT_RUNTIME, PROBE_BASE, PROBE_SPECULATE, LiveCosts, speculates
 from sgl_specreason.trace import BASE, DRAFT
 
 from .engine import RuntimeCosts, Sim
@@ -107,6 +107,10 @@ class Replay:
     policy: str = "recorded"
     outcomes: List[Outcome] = field(default_factory=list)
     choices: List[str] = field(default_factory=list)
+    #: auto's decisions: (draft load, base load, saturated runtimes, choice)
+    decisions: List[tuple] = field(default_factory=list)
+    #: every measurement fed to auto: (what, load, seconds, busy, tokens, kept)
+    measured: List[tuple] = field(default_factory=list)
 
     def run(self) -> List[Outcome]:
         self.sim = Sim(self.costs)
@@ -144,9 +148,11 @@ class Replay:
         speculate = step.speculated
         if self.policy == "auto" and step.speculated:
             rts = self.sim.runtimes
+            saturated = frozenset(n for n, rt in rts.items() if rt.saturated())
             choice = self.live.choose("auto", RULE, rts[DRAFT].in_flight, rts[BASE].in_flight,
-                                      saturated={n for n, rt in rts.items() if rt.saturated()})
+                                      saturated=saturated)
             self.choices.append(choice)
+            self.decisions.append((rts[DRAFT].in_flight, rts[BASE].in_flight, saturated, choice))
             speculate = speculates(choice)
         if not speculate:
             outcome.base_written += 1
@@ -158,6 +164,7 @@ class Replay:
         def judged(figures) -> None:
             seconds, busy = max(f[0] for f in figures), sum(f[1] for f in figures)
             self.live.judged(base_load[0], seconds, RULE, step.kept, busy=busy)
+            self.measured.append(("judged", base_load[0], seconds, busy, 0, step.kept))
             if step.kept or step.base is None:
                 then()
             else:
@@ -167,6 +174,7 @@ class Replay:
             seconds, busy = max(f[0] for f in figures), max(f[1] for f in figures)
             tokens = max(c.out_tokens for c in step.drafts)
             self.live.drafted(draft_load, seconds, tokens, busy=busy)
+            self.measured.append(("drafted", draft_load, seconds, busy, tokens, None))
             base_load[0] = self.sim.runtimes[BASE].in_flight
             if step.judges:
                 self.calls(step.judges, judged)
@@ -182,6 +190,7 @@ class Replay:
         def wrote(figures) -> None:
             seconds, busy = figures[0]
             self.live.base_wrote(load, seconds, call.out_tokens, busy=busy)
+            self.measured.append(("base_wrote", load, seconds, busy, call.out_tokens, None))
             then()
 
         self.calls([call], wrote)
@@ -200,3 +209,47 @@ class Replay:
         for i, spec in enumerate(specs):
             self.sim.call(spec.runtime, spec.new_tokens, spec.context, spec.out_tokens,
                           lambda seconds, busy, i=i: back(i, seconds, busy))
+
+
+def oracle_agreement(replay: Replay) -> Optional[float]:
+    """The share of auto's choices (probes aside) that an oracle makes too: the cheaper choice by
+    the costs the whole run measured (plain means per load, the run's acceptance and step
+    length), where auto had only what it had measured so far."""
+    means: Dict[tuple, list] = {}
+    for what, load, seconds, busy, tokens, kept in replay.measured:
+        per = tokens if what != "judged" else 1
+        if per:
+            for figure, value in (("s", seconds / per), ("busy", busy / per)):
+                total = means.setdefault((what, figure, load), [0.0, 0])
+                total[0] += value
+                total[1] += 1
+    kept = [m[5] for m in replay.measured if m[0] == "judged"]
+    tokens = [m[4] for m in replay.measured if m[0] == "drafted"]
+    if not kept or not tokens:
+        return None
+    acceptance = sum(kept) / len(kept)
+    length = sum(tokens) / len(tokens)
+
+    def at(what, figure, load):
+        loads = [k[2] for k in means if k[0] == what and k[1] == figure]
+        if not loads:
+            return None
+        nearest = min(loads, key=lambda n: (abs(n - load), n))
+        total, n = means[(what, figure, nearest)]
+        return total / n
+
+    agree = judged = 0
+    for draft_load, base_load, saturated, choice in replay.decisions:
+        if choice in (PROBE_SPECULATE, PROBE_BASE):
+            continue
+        figure = "busy" if saturated else "s"
+        d, j, b = at("drafted", figure, draft_load), at("judged", figure, base_load), at("base_wrote", figure, base_load)
+        if None in (d, j, b):
+            continue
+        if saturated:
+            d = d if DRAFT_RUNTIME in saturated else 0.0
+            j, b = (j, b) if BASE_RUNTIME in saturated else (0.0, 0.0)
+        cheaper_speculates = d * length + j + (1 - acceptance) * b * length < b * length
+        judged += 1
+        agree += cheaper_speculates == speculates(choice)
+    return agree / judged if judged else None
