@@ -48,10 +48,11 @@ class Context:
 
 
 def problem_context(problem, cfg, roles: Sequence, budget: Optional[int] = None) -> Context:
-    """The context of ``problem`` under ``cfg.framing``, for the templates of ``roles`` (the
-    base model's first: its thinking markers are the run's)."""
+    """The context of ``problem`` under its own framing or else ``cfg.framing``, for the
+    templates of ``roles`` (the base model's first: its thinking markers are the run's)."""
     templates = [role.template for role in roles]
-    talk = frame(problem.messages, cfg.framing, problem.choices, templates, cfg.chat_template_kwargs)
+    framing = getattr(problem, "framing", None) or cfg.framing
+    talk = frame(problem.messages, framing, problem.choices, templates, cfg.chat_template_kwargs)
     tidy = clean_step if talk.framing == PAPER else functools.partial(cut_after_thinking, close=talk.markers[1])
     return Context(problem.question, problem.choices, tidy=tidy, budget=budget, talk=talk)
 

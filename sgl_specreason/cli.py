@@ -75,12 +75,16 @@ def build_parser(plugins: Optional[Dict[str, EntryPoint]] = None) -> argparse.Ar
     solve.add_argument("question")
     _add_run_flags(solve, "results/solve.jsonl")
     run = sub.add_parser("batch", aliases=["run"],
-                         help="solve the problems of a JSONL file (question, answer, id, choices); "
-                              "resumable: a rerun solves only what the results file lacks")
-    run.add_argument("--data-path", "--input", type=Path, required=True, help="problems, JSONL")
+                         help="solve the problems of a JSONL file, one a line: {id, question} (with "
+                              "answer, choices), {id, messages} or {id, prompt}; resumable: a rerun "
+                              "solves only what the results file lacks")
+    run.add_argument("--data-path", "--input", type=Path, required=True,
+                     help="problems, JSONL: a question line is framed as --framing says (paper by "
+                          "default), a messages or prompt line plain (as written) unless --framing is given")
     run.add_argument("--num-questions", type=int, help="only the first N problems")
     run.add_argument("--on-bad-line", choices=("skip", "reject"), default="skip",
-                     help="a bad input line (not JSON, no question, empty, duplicate id) is "
+                     help="a bad input line (not JSON, none or two of question / messages / prompt, "
+                          "empty, duplicate id) is "
                           "reported and skipped (exit code 1), or stops the batch before it starts")
     _add_run_flags(run, "results/run.jsonl")
     mdl = sub.add_parser("models", help="list the offline models; --prepare NAME installs and converts one")
@@ -102,7 +106,8 @@ def _problems(args) -> tuple[ProblemSet, str]:
         return ProblemSet(data.gsm8k(args.num_questions, args.offset)), "gsm8k"
     if args.command == "solve":
         return ProblemSet([make_problem(args.question, id="question")]), "question"
-    problems = read_jsonl(args.data_path)
+    # a line of messages or a prompt is put as written (plain) unless --framing says otherwise
+    problems = read_jsonl(args.data_path, framing=args.framing)
     if args.num_questions is not None:
         problems.problems = problems.problems[: args.num_questions]
     return problems, args.data_path.stem

@@ -9,7 +9,8 @@ from typing import List, Optional, Tuple, Union
 
 from sgl_specreason.chat import conversation
 from sgl_specreason.errors import InputError
-from sgl_specreason.framing import USER, Message
+from sgl_specreason.framing import FRAMINGS, USER, Message
+from sgl_specreason.input_formats import FORMATS, format_of
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Problem:
     kind: Optional[str] = None  # how the answer is graded (grading.KINDS); None: grading.kind_of
     #: the messages of a conversation before the question (system, earlier turns), as written
     earlier: Tuple[Message, ...] = ()
+    #: how this problem is put to the models (``framing``); None: as the run's config says
+    framing: Optional[str] = None
 
     @property
     def messages(self) -> Tuple[Message, ...]:
@@ -29,10 +32,10 @@ class Problem:
 
 
 def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, choices=None,
-                 messages=None) -> Problem:
+                 messages=None, framing: Optional[str] = None) -> Problem:
     """A checked problem; a clear ``InputError`` for an empty, non-text or non-UTF-8 question.
     ``messages``: a conversation of ``(role, content)`` pairs instead of a question; its last
-    message, from the user, is the question.
+    message, from the user, is the question. ``framing``: this problem's, over the run's.
 
     >>> make_problem("  What is 2+2? ").question
     'What is 2+2?'
@@ -40,6 +43,8 @@ def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, 
     (('system', 'Be brief.'), ('user', 'Hi'))
     """
     earlier = ()
+    if framing is not None and framing not in FRAMINGS:
+        raise InputError(f"problem {id}: framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     if messages is not None:
         if question is not None:
             raise InputError(f"problem {id}: give a question or messages, not both")
@@ -68,7 +73,8 @@ def make_problem(question: Union[str, bytes, None], id: str = "0", answer=None, 
             raise InputError(f"problem {id}: choices must be a list of at least two non-empty strings")
         choices = tuple(c.strip() for c in choices)
     return Problem(id=str(id), question=question.strip(),
-                   answer=None if answer is None else str(answer), choices=choices, earlier=earlier)
+                   answer=None if answer is None else str(answer), choices=choices, earlier=earlier,
+                   framing=framing)
 
 
 @dataclass
@@ -85,8 +91,11 @@ class ProblemSet:
     bad: List[BadInput] = field(default_factory=list)
 
 
-def read_jsonl(path: Union[str, Path]) -> ProblemSet:
-    """Problems from a JSONL file with ``question`` (and optional ``id``, ``answer``, ``choices``).
+def read_jsonl(path: Union[str, Path], framing: Optional[str] = None) -> ProblemSet:
+    """Problems from a JSONL file, one per line, in the format its first good line is written in
+    (``input_formats``: a ``question``, ``messages`` or ``prompt`` per line, with an optional
+    ``id``, ``answer``, ``choices``). ``framing``: every problem's (None: each kind of line's own,
+    ``plain`` for ``messages`` and ``prompt``, the run's for ``question``).
 
     A bad line is kept as a ``BadInput`` naming the file and line; the other lines are still read.
     Ids must be unique (results are keyed by them): a repeated id is a bad line.
@@ -94,6 +103,7 @@ def read_jsonl(path: Union[str, Path]) -> ProblemSet:
     path = Path(path)
     out = ProblemSet()
     first_line = {}
+    fmt = None  # the file's format, once a line has told it
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -110,19 +120,28 @@ def read_jsonl(path: Union[str, Path]) -> ProblemSet:
         except ValueError as e:
             out.bad.append(BadInput(where, f"{where}: not JSON ({e.msg})"))
             continue
-        if not isinstance(record, dict) or "question" not in record:
-            out.bad.append(BadInput(where, f"{where}: no 'question' field"))
+        if not isinstance(record, dict):
+            out.bad.append(BadInput(where, f"{where}: not a JSON object"))
             continue
-        pid = str(record.get("id", record.get("idx", lineno)))
+        if fmt is None and format_of(record) is None:
+            out.bad.append(BadInput(where, f"{where}: a line in none of the input formats: "
+                                           + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values())))
+            continue
+        fmt = fmt or format_of(record)
+        try:
+            fields = fmt.fields(record, lineno)
+        except InputError as e:
+            out.bad.append(BadInput(where, f"{where}: {e}"))
+            continue
+        pid = fields["id"]
         if pid in first_line:
             out.bad.append(BadInput(where, f"{where}: duplicate id {pid!r} (first on line {first_line[pid]})"))
             continue
         first_line[pid] = lineno
+        if framing is not None:
+            fields["framing"] = framing
         try:
-            out.problems.append(
-                make_problem(record["question"], id=pid, answer=record.get("answer"),
-                             choices=record.get("choices"))
-            )
+            out.problems.append(make_problem(**fields))
         except InputError as e:
             out.bad.append(BadInput(pid, f"{where}: {e}"))
     return out

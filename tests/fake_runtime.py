@@ -3,7 +3,8 @@ without a model.
 
 ``FakeRuntime`` is an SGLang ``BaseBackend``: the frontend runs the real programs on it (forks,
 cancel scopes, the drop-in backend included). It reads the prompt the way a model would see it:
-the kept steps are the blank-line separated pieces after the first ``<think>``, and the request
+the kept steps are the blank-line separated pieces after the first ``<think>`` (or, where the
+prompt opens no thinking, after the last assistant turn's opening), and the request
 is one of
 
 - a judge call (one new token with log-probabilities): the last step in the prompt is scored by
@@ -58,13 +59,20 @@ class Request:
     finish: dict = field(default_factory=dict)
 
 
+#: where the assistant's text begins in the chat formats the fakes are asked in (ChatML, R1's)
+ASSISTANT_OPENERS = ("<|im_start|>assistant\n", "<\uff5cAssistant\uff5c>")
+
+
 def kept_steps(prompt: str) -> List[str]:
-    """The steps in a reasoning or judge prompt (after the first ``<think>``)."""
-    rest = prompt.split(THINK_OPEN, 1)[1] if THINK_OPEN in prompt else prompt
-    if JUDGE_INSTRUCTION in rest:  # cut the judge's question and the turn markers before it
-        rest = rest[:rest.index(JUDGE_INSTRUCTION)]
-        return rest.split(STEP_SEPARATOR)[:-1]
-    return [s for s in rest.split(STEP_SEPARATOR)[:-1]] if rest else []
+    """The steps in a reasoning or judge prompt: after the first ``<think>``, or where the
+    prompt opens no thinking (``plain``), after the last assistant turn's opening."""
+    if JUDGE_INSTRUCTION in prompt:  # cut the judge's question and the turn markers before it
+        prompt = prompt[:prompt.index(JUDGE_INSTRUCTION)]
+    if THINK_OPEN in prompt:
+        rest = prompt.split(THINK_OPEN, 1)[1]
+    else:
+        rest = prompt[max((prompt.rfind(o) + len(o) for o in ASSISTANT_OPENERS if o in prompt), default=0):]
+    return rest.split(STEP_SEPARATOR)[:-1] if rest else []
 
 
 class FakeRuntime(BaseBackend):

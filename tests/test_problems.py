@@ -44,7 +44,7 @@ def test_jsonl_bad_lines_are_reported_with_their_line_and_the_rest_is_read(tmp_p
     assert got.problems[1].id == "last"
     errors = [b.error for b in got.bad]
     assert errors[0].startswith(f"{path}:2: not JSON")
-    assert errors[1] == f"{path}:4: no 'question' field"
+    assert errors[1] == f"{path}:4: give one of 'question', 'messages' or 'prompt', got none of them"
     assert errors[2].startswith(f"{path}:5: ") and "empty" in errors[2]
     assert errors[3].startswith(f"{path}:6: ") and "UTF-8" in errors[3]
     assert errors[4] == f"{path}:8: duplicate id 'last' (first on line 7)"

@@ -24,8 +24,7 @@ END = "<eos>"
 
 class Runtime(FakeRuntime):
     """A fake runtime that writes one step per request and ends the text only where a step ends
-    with ``END`` (an answer marker is no end here), and whose judge scores a step it cannot find
-    too (a plain prompt has no ``<think>`` to find the steps after)."""
+    with ``END`` (an answer marker is no end here)."""
 
     def _steps(self, steps, fork, limit, stops):
         text = self.write(list(steps), fork)
@@ -34,9 +33,6 @@ class Runtime(FakeRuntime):
         if len(text) > limit:
             return text[:limit], {"type": "length", "length": limit}
         return text, {"type": "stop", "matched": STEP_SEPARATOR}
-
-    def _judge(self, prompt, steps, p, meta):
-        return super()._judge(prompt, steps or [""], p, meta)
 
 
 def script(*steps):
