@@ -201,6 +201,28 @@ class FakeRuntime(BaseBackend):
         return digit, {"type": "length", "length": 1}
 
 
+#: a step of a ``OneStepRuntime`` that ends with this ends where the model ended its text
+END = "<eos>"
+
+
+class OneStepRuntime(FakeRuntime):
+    """A fake runtime that writes one step per request and ends the text only where a step ends
+    with ``END`` (an answer marker is no end here): a model under the ``plain`` framing."""
+
+    def _steps(self, steps, fork, limit, stops):
+        text = self.write(list(steps), fork)
+        if text.endswith(END):
+            return text[:-len(END)], {"type": "stop", "matched": EOS}
+        if len(text) > limit:
+            return text[:limit], {"type": "length", "length": limit}
+        return text, {"type": "stop", "matched": STEP_SEPARATOR}
+
+
+def script(*steps):
+    """A model that writes ``steps`` in order (the last again, once they run out)."""
+    return lambda kept, fork: steps[min(len(kept), len(steps) - 1)]
+
+
 def _common(a: str, b: str) -> int:
     n = 0
     for x, y in zip(a, b):

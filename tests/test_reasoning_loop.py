@@ -4,7 +4,7 @@ reply, under the ``plain`` framing, and the ``paper`` framing's rules kept besid
 
 import pytest
 
-from fake_runtime import EOS, FakeRuntime
+from fake_runtime import END, OneStepRuntime as Runtime, script
 from own_templates import offline_template, r1_template, thinking_r1_template
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
@@ -18,26 +18,6 @@ pytestmark = pytest.mark.timeout(120)
 
 SMALL = dict(token_budget=400, step_max_tokens=60, answer_max_tokens=40, seed=0)
 BASE_ANSWER = "The base model says: 4."
-#: a step ending with this ends where the model ended its text (its end of sequence)
-END = "<eos>"
-
-
-class Runtime(FakeRuntime):
-    """A fake runtime that writes one step per request and ends the text only where a step ends
-    with ``END`` (an answer marker is no end here)."""
-
-    def _steps(self, steps, fork, limit, stops):
-        text = self.write(list(steps), fork)
-        if text.endswith(END):
-            return text[:-len(END)], {"type": "stop", "matched": EOS}
-        if len(text) > limit:
-            return text[:limit], {"type": "length", "length": limit}
-        return text, {"type": "stop", "matched": STEP_SEPARATOR}
-
-
-def script(*steps):
-    """A model that writes ``steps`` in order (the last again, once they run out)."""
-    return lambda kept, fork: steps[min(len(kept), len(steps) - 1)]
 
 
 def run(template, draft, base=script("base writes."), framing="plain", score=9, mode="specreason", **changes):

@@ -27,7 +27,8 @@ from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
 
 pytestmark = pytest.mark.timeout(60)
 
-CFG = SpecReasonConfig(token_budget=400, step_max_tokens=40, answer_max_tokens=30, seed=0)
+# serve frames a chat as written (plain) unless asked otherwise: the fakes answer as a chat model
+CFG = SpecReasonConfig(token_budget=400, step_max_tokens=40, answer_max_tokens=30, seed=0, framing="plain")
 QUESTION = "Tom has 3 apples and buys 2 more. How many apples does he have now?"
 STEPS = ["d0: 0 + 1 = 1.", "d1: 1 + 1 = 2.", "d2: 2 + 1 = 3.", "so \\boxed{5}"]
 
@@ -87,16 +88,23 @@ def test_a_chat_completion_through_the_openai_client():
 
 def test_the_conversation_becomes_the_problem_and_its_context():
     draft, base = fakes()
-    body = {**CHAT, "messages": [{"role": "system", "content": "Be brief."},
-                                 {"role": "user", "content": "What is 2 + 2?"},
-                                 {"role": "assistant", "content": "4"},
-                                 {"role": "user", "content": [{"type": "text", "text": QUESTION}]}]}
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"},
+                {"role": "assistant", "content": "4"},
+                {"role": "user", "content": [{"type": "text", "text": QUESTION}]}]
+    earlier = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
+               "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n")
     with TestClient(app_on_fakes(draft, base)) as http:
+        # the paper's framing, asked for by the request
+        body = {**CHAT, "messages": messages, "specreason": {"framing": "paper"}}
         assert http.post("/v1/chat/completions", json=body).status_code == 200
-    prompt = draft.requests[0].prompt
-    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n"
-                             "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\nSolve the following")
-    assert prompt.endswith("Problem: " + QUESTION + "<|im_end|>\n<|im_start|>assistant\n<think>")
+        paper = draft.requests[0].prompt
+        # serve's default: the conversation as written
+        draft.requests.clear()
+        assert http.post("/v1/chat/completions", json={**CHAT, "messages": messages}).status_code == 200
+        plain = draft.requests[0].prompt
+    assert paper.startswith(earlier + "Solve the following")
+    assert paper.endswith("Problem: " + QUESTION + "<|im_end|>\n<|im_start|>assistant\n<think>")
+    assert plain == earlier + QUESTION + "<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_a_streamed_chat_sends_one_chunk_per_kept_step_then_the_usage():
@@ -121,7 +129,11 @@ def test_max_tokens_caps_the_reasoning_and_the_answer_together():
     """20 tokens: a quarter (5) is kept for the answer; the steps take 15 (14, then 1), the
     answer the 5 left, and the choice ends on "length"."""
     with TestClient(app_on_fakes()) as http:
-        lines = http.post("/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 20}).text
+        # the paper's framing: a budget cuts the reasoning, and the model states an answer after
+        # it; today's one content, thinking and answer together
+        lines = http.post("/v1/chat/completions", json={**CHAT, "stream": True, "max_tokens": 20,
+                                                        "specreason": {"framing": "paper"},
+                                                        "separate_reasoning": False}).text
     events = [line[len("data: "):] for line in lines.split("\n\n") if line]
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]

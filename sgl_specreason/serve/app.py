@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.errors import InputError, SpecReasonError
 from sgl_specreason.serve.errors import ApiError, api_error, validation_error
 from sgl_specreason.serve.jobs import chat_jobs, completion_jobs
 from sgl_specreason.serve.replies import respond
@@ -152,7 +153,7 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         check_key(request)
-        jobs = chat_jobs(body, cfg, judged)
+        jobs = await _checked(chat_jobs(body, cfg, judged, settings.separate_reasoning))
         await _warm(jobs)
         return await respond(service, jobs, bool(body.stream), request, True, settings.model_name,
                              include_usage(body), scored_by)
@@ -180,6 +181,20 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         except Exception as e:
             raise api_error(e, "prompt") from None
         return [replace(job, prompt_logprobs=scored[job.prompt]) for job in jobs]
+
+    async def _checked(jobs):
+        """Chat jobs whose conversation every runtime's template takes (a 400 naming the messages
+        otherwise), each told whether its reply opens as thinking."""
+        thinking = getattr(solver, "thinking", None)
+        if thinking is None or jobs[0].constraint is not None:
+            return jobs
+        try:
+            told = await asyncio.to_thread(thinking, jobs[0])
+        except InputError as e:
+            raise ApiError(400, f"messages: {e}", "messages") from None
+        except SpecReasonError as e:
+            raise api_error(e, "messages") from None
+        return jobs if jobs[0].thinking is None else [replace(job, thinking=told) for job in jobs]
 
     async def _warm(jobs) -> None:
         """Several runs from one prompt: prefill it once first, so that they share it."""

@@ -9,7 +9,9 @@ from typing import Optional
 
 import uvicorn
 
+from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
+from sgl_specreason.framing import PLAIN
 from sgl_specreason.flags import config_from_args, positive_int, runtime_options
 from sgl_specreason.modes import MODES, roles_for
 from sgl_specreason.runner import dry_run, session
@@ -43,8 +45,21 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
                        help="how a chat is solved: " + "; ".join(f"{name}: {mode.help}" for name, mode in MODES.items())
                             + " (a completion is continued by SpecReason under a judged mode, by the "
                               "mode's one model otherwise)")
+    group.add_argument("--separate-reasoning", action=argparse.BooleanOptionalAction, default=True,
+                       help="a chat reply's thinking in message.reasoning_content (delta.reasoning_content "
+                            "when streamed), its answer in content, as SGLang's --reasoning-parser returns "
+                            "them; --no-separate-reasoning: one content, thinking and answer together. A "
+                            "request's separate_reasoning overrides it (default on)")
     group.add_argument("--served-model-name", default="specreason",
                        help="the model name /v1/models lists (default specreason; requests may name any)")
+
+
+def serve_config(args) -> SpecReasonConfig:
+    """The server's config from its flags: a chat is put to the models as written (``plain``)
+    unless ``--framing`` says otherwise, since a server's clients bring their own requests (a
+    request's ``specreason.framing`` may still ask for ``paper``)."""
+    cfg = config_from_args(args)
+    return cfg if args.framing is not None else cfg.replace(framing=PLAIN)
 
 
 def check_listen(host: str, api_key: Optional[str], allow_no_key: bool) -> None:
@@ -89,13 +104,14 @@ def serve(args) -> int:
     """``sgl-specreason serve``: open the runtimes (the URLs given, or local servers), then
     serve until SIGTERM or Ctrl-C; requests in flight get ``--grace-seconds`` to finish, the
     rest are aborted, and the local servers are stopped."""
-    cfg = config_from_args(args)
+    cfg = serve_config(args)
     check_listen(args.host, args.serve_api_key, args.allow_no_key)
     if args.max_queue < 0:
         raise ConfigError(f"--max-queue must be at least 0, got {args.max_queue}")
     settings = ServeSettings(model_name=args.served_model_name, api_key=args.serve_api_key,
                              max_in_flight=args.max_in_flight, max_queue=args.max_queue,
-                             max_body_bytes=args.max_body_bytes, mode=args.mode)
+                             max_body_bytes=args.max_body_bytes, mode=args.mode,
+                             separate_reasoning=args.separate_reasoning)
     opts = runtime_options(args, args.max_in_flight)
     if args.dry_run:
         print(f"# would serve http://{args.host}:{args.port}/v1 once the runtimes below are ready")

@@ -19,7 +19,9 @@ from sgl_specreason.chat import Conversation, conversation
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError, InputError
 from sgl_specreason.judges import STEP, get_judge
+from sgl_specreason.framing import PAPER
 from sgl_specreason.serve.errors import ApiError
+from sgl_specreason.serve.reasoning import Thinking
 from sgl_specreason.serve.schema import (
     ChatRequest,
     CommonRequest,
@@ -64,6 +66,9 @@ class Job:
     #: first has none), filled in before the run
     prompt_logprobs: Optional[list] = None
     constraint: Optional[Constraint] = None
+    #: how a chat reply's thinking is told from its answer (``reasoning``); None: one content
+    #: (a completion, constrained decoding, or ``separate_reasoning`` off)
+    thinking: Optional[Thinking] = None
 
     @property
     def is_chat(self) -> bool:
@@ -156,6 +161,8 @@ def _config(cfg: SpecReasonConfig, body: CommonRequest, cap: Optional[int], cap_
         ("score_method", options and options.judge, "specreason.judge"),
         ("threshold", options and options.threshold, "specreason.threshold"),
         ("speculate", options and options.speculate, "specreason.speculate"),
+        ("framing", options and options.framing, "specreason.framing"),
+        ("chat_template_kwargs", _template_kwargs(cfg, body), "chat_template_kwargs"),
     )
     for name, value, param in changes:
         if value is None:
@@ -165,6 +172,13 @@ def _config(cfg: SpecReasonConfig, body: CommonRequest, cap: Optional[int], cap_
         except ConfigError as e:
             raise ApiError(400, f"{param}: {e}", param) from None
     return cfg
+
+
+def _template_kwargs(cfg: SpecReasonConfig, body: CommonRequest) -> Optional[dict]:
+    """The chat template arguments of a request over the server's (None: the request sets
+    none)."""
+    asked = getattr(body, "chat_template_kwargs", None)
+    return None if asked is None else {**(cfg.chat_template_kwargs or {}), **asked}
 
 
 def _stops(stop: Union[str, List[str], None]) -> Tuple[str, ...]:
@@ -187,9 +201,12 @@ def _logprobs(cfg: SpecReasonConfig, asked: Optional[int], routed: bool, param: 
     return asked
 
 
-def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True) -> List[Job]:
+def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True,
+              separate_reasoning: bool = True) -> List[Job]:
     """The jobs a chat request asks for; an ``ApiError`` naming the field that is wrong.
-    ``judged``: the server's mode drafts and judges (a one-model mode speculates nothing)."""
+    ``judged``: the server's mode drafts and judges (a one-model mode speculates nothing);
+    ``separate_reasoning``: the server's default for the request field of that name (the
+    thinking in ``reasoning_content``, apart from ``content``)."""
     if body.tools or (body.tool_choice not in (None, "none")) or body.parallel_tool_calls:
         param = "tools" if body.tools else "tool_choice" if body.tool_choice not in (None, "none") else "parallel_tool_calls"
         raise ApiError(400, f"{param}: SpecReason calls no tools", param)
@@ -212,8 +229,13 @@ def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True) -> 
     if constraint is None:
         cfg = cfg.replace(logprobs=logprobs)
     options = body.specreason
+    separate = separate_reasoning if body.separate_reasoning is None else body.separate_reasoning
+    # whether the prompt opens the thinking is the templates' to say (the solver's ``thinking``);
+    # until asked, what the framing says
+    thinking = Thinking(opened=cfg.framing == PAPER) if separate and constraint is None else None
     job = Job(f"chatcmpl-{uuid.uuid4().hex}", cfg, conversation=talk, stops=_stops(body.stop),
-              trace=bool(options and options.trace), logprobs=logprobs, constraint=constraint)
+              trace=bool(options and options.trace), logprobs=logprobs, constraint=constraint,
+              thinking=thinking)
     return [replace(job, index=i) for i in range(body.n or 1)]
 
 

@@ -119,7 +119,7 @@ async def respond(service: Service, jobs: Sequence[Job], stream: bool, request: 
                     if len(done) == len(jobs):
                         break
                 else:
-                    yield sse(shape.chunk(job, item.text, item.logprobs))
+                    yield sse(shape.chunk(job, item.text, item.logprobs, reasoning=item.reasoning))
                 job, item = await merged.next()
             if include_usage or len(jobs) > 1:
                 yield sse(shape.usage_chunk(sorted(done, key=lambda d: d[0].index)))

@@ -14,28 +14,33 @@ from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 def usage(result: ProblemResult) -> dict:
     """OpenAI's usage of a run: the prompt as the run's first call read it, what the radix cache
-    served of it, and the kept tokens.
+    served of it, the kept tokens, and of those the thinking (``reasoning_tokens``: the kept
+    steps of a run that thought; the closing answer is not thinking).
 
     >>> usage(ProblemResult("1", "q", "specreason"))["total_tokens"]
     0
     """
     first = next((step.calls[0] for step in result.steps if step.calls), None)
     prompt = first.prompt_tokens if first else 0
-    completion = sum(step.kept_tokens for step in result.steps)
+    steps = sum(step.kept_tokens for step in result.steps)
+    completion = steps
     if result.answer_call is not None:
         completion += result.answer_call.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": first.cached_tokens if first else 0}}
+            "prompt_tokens_details": {"cached_tokens": first.cached_tokens if first else 0},
+            "completion_tokens_details": {"reasoning_tokens": steps if result.reasoning else 0}}
 
 
 def total_usage(done: Sequence[Tuple[Job, str, list, Finished]]) -> dict:
     """The usage of a response of several choices: their completion tokens summed, each prompt
     of the request counted once (the ``n`` runs of one prompt read it once, as OpenAI counts it)."""
-    out = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0}}
+    out = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "prompt_tokens_details": {"cached_tokens": 0},
+           "completion_tokens_details": {"reasoning_tokens": 0}}
     seen = set()
     for job, _, _, end in done:
         one = usage(end.result)
         out["completion_tokens"] += one["completion_tokens"]
+        out["completion_tokens_details"]["reasoning_tokens"] += one["completion_tokens_details"]["reasoning_tokens"]
         if job.source not in seen:
             seen.add(job.source)
             out["prompt_tokens"] += one["prompt_tokens"]
@@ -107,6 +112,19 @@ def completion_logprobs(entries: list, offset: int, top: bool) -> dict:
             "text_offset": offsets}
 
 
+def message(text: str, reasoning: Optional[str]) -> dict:
+    """A chat reply's message: ``content``, and where the thinking is kept apart (``reasoning``
+    not None), ``reasoning_content`` (null when the reply did not think), as SGLang's server
+    with a reasoning parser writes it. Both are what a stream of the same reply sends, joined.
+
+    >>> message("It is 4.", "I add."), message("Hi", None)
+    ({'role': 'assistant', 'content': 'It is 4.', 'reasoning_content': 'I add.'}, {'role': 'assistant', 'content': 'Hi'})
+    """
+    if reasoning is None:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text, "reasoning_content": reasoning if reasoning.strip() else None}
+
+
 class ChatShape:
     """Chat completion objects and chunks, for the choices of one request."""
 
@@ -120,7 +138,7 @@ class ChatShape:
 
     def whole(self, done: Sequence[Tuple[Job, str, list, Finished]]) -> dict:
         return {**self.head, "object": "chat.completion",
-                "choices": [{"index": job.index, "message": {"role": "assistant", "content": text},
+                "choices": [{"index": job.index, "message": message(text, end.reasoning),
                              "logprobs": self._logprobs(job, entries), "finish_reason": end.finish_reason}
                             for job, text, entries, end in done],
                 "usage": total_usage(done),
@@ -130,8 +148,11 @@ class ChatShape:
         parts = [extension(end.result, job, self.scored_by) for job, _, _, end in done]
         return {"specreason": parts[0] if len(parts) == 1 else parts}
 
-    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None) -> dict:
+    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None,
+              reasoning: str = "") -> dict:
         delta = {} if text is None else {"content": text}
+        if reasoning:  # thinking: its own field, and content only where the piece has some
+            delta = {"reasoning_content": reasoning, **({"content": text} if text else {})}
         if job.index not in self.started:
             delta = {"role": "assistant", **delta}
             self.started.add(job.index)
@@ -173,7 +194,8 @@ class CompletionShape(ChatShape):
                                          for job, text, entries, end in done],
                 "usage": total_usage(done), **self._extension(done)}
 
-    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None) -> dict:
+    def chunk(self, job: Job, text: Optional[str], entries: list, finish: Optional[str] = None,
+              reasoning: str = "") -> dict:
         text = text or ""
         if job.index not in self.started:
             self.started.add(job.index)

@@ -14,6 +14,7 @@ from sgl_specreason.calls import CancelScope
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.serve.errors import ApiError, api_error
 from sgl_specreason.serve.jobs import Job
+from sgl_specreason.serve.reasoning import ReasoningSplit
 from sgl_specreason.serve.solver import Solver
 from sgl_specreason.serve.stats import Stats
 from sgl_specreason.stopping import BUDGET
@@ -32,6 +33,9 @@ class ServeSettings:
     max_in_flight: int = 4  # SpecReason runs at once
     max_queue: int = 64  # requests waiting for a run slot; the next one gets 429
     max_body_bytes: int = 1 << 20
+    #: a chat reply's thinking in ``reasoning_content``, apart from its ``content`` (a request's
+    #: ``separate_reasoning`` overrides it); off: one ``content``, thinking and answer together
+    separate_reasoning: bool = True
     #: seconds the shutdown waits for the runs it aborted to end
     abort_wait_s: float = 5.0
 
@@ -84,6 +88,8 @@ class Finished:
 
     result: ProblemResult
     finish_reason: str  # "stop" or "length"
+    #: the thinking sent apart from the content (``reasoning_content``); None: not split
+    reasoning: Optional[str] = None
 
 
 class StopScan:
@@ -129,6 +135,8 @@ class Piece:
 
     text: str
     logprobs: list = field(default_factory=list)
+    #: thinking, sent apart from ``text`` (``reasoning_content``; ``reasoning.ReasoningSplit``)
+    reasoning: str = ""
 
 
 class Aligner:
@@ -161,9 +169,21 @@ class Aligner:
 
 async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
     """The text of a run as it is kept (one piece per step; a chat's closing answer last), then
-    ``Finished``; an ``ApiError`` if the run failed."""
+    ``Finished``; an ``ApiError`` if the run failed. With ``job.thinking``, each piece's
+    thinking is apart from its content (the log-probabilities stay with the piece: they cover
+    every kept token, thinking included)."""
     job = run.job
     scan = StopScan(job.stops if job.is_chat else ())  # a completion's stops are the program's
+    split = ReasoningSplit(job.thinking) if job.thinking is not None else None
+    reasoning: List[str] = []
+
+    def piece(text: str, entries: list, answer: bool = False) -> Piece:
+        if split is None:
+            return Piece(text, entries)
+        thought, said = (split.answer if answer else split.feed)(text)
+        reasoning.append(thought)
+        return Piece(said, entries, thought)
+
     tokens = Aligner()
     steps: List[Step] = []
     joined = ""  # the steps' text as the result joins it
@@ -172,13 +192,13 @@ async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
         if kind == "step" and not scan.stopped:
             if steps:
                 tokens.add(STEP_SEPARATOR, None)  # a blank line between steps: no token of theirs
-            piece = (STEP_SEPARATOR if steps else "") + item.text
+            piece_text = (STEP_SEPARATOR if steps else "") + item.text
             tokens.add(item.text, item.logprobs)
             steps.append(item)
-            joined += piece
-            out = scan.feed(piece)
+            joined += piece_text
+            out = scan.feed(piece_text)
             if out or not scan.stops:  # one piece per kept step, even an empty first one
-                yield Piece(out, tokens.upto(scan.sent))
+                yield piece(out, tokens.upto(scan.sent))
             if scan.stopped:
                 run.cancel()  # the text is over: the rest of the run is not wanted
         elif kind == "done" or (kind == "error" and scan.stopped):
@@ -191,8 +211,14 @@ async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
                 tokens.add(rest[cut:], answer)
                 out = scan.feed(rest) + scan.flush()
                 if out:
-                    yield Piece(out, tokens.upto(scan.sent))
-            yield Finished(result, _finish_reason(job, result, scan.stopped))
+                    yield piece(out, tokens.upto(scan.sent), answer=True)
+            if split is not None:
+                thought, said = split.flush()
+                reasoning.append(thought)
+                if thought or said:
+                    yield Piece(said, [], thought)
+            yield Finished(result, _finish_reason(job, result, scan.stopped),
+                           None if split is None else "".join(reasoning))
             return
         elif kind == "error":
             raise api_error(item, "messages" if job.is_chat else "prompt")

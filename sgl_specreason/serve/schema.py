@@ -8,7 +8,7 @@ of every field and what ``serve`` does with it.
 
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,9 @@ class SpecReasonOptions(_Strict):
     judge: Optional[str] = None
     threshold: Optional[float] = Field(None, ge=0, le=10)
     speculate: Optional[str] = None
+    #: how the conversation is put to the models: "plain" (as written; serve's default) or
+    #: "paper" (the paper's math instruction)
+    framing: Optional[str] = None
     trace: bool = False
 
 
@@ -84,6 +87,10 @@ class ChatRequest(CommonRequest):
     tools: Optional[list] = None
     tool_choice: Optional[Union[str, dict]] = None
     parallel_tool_calls: Optional[bool] = None
+    # SGLang's: the thinking in reasoning_content apart from content (None: the server's
+    # --separate-reasoning), and the arguments of the models' own chat templates
+    separate_reasoning: Optional[bool] = None
+    chat_template_kwargs: Optional[Dict[str, Any]] = None
 
 
 class CompletionRequest(CommonRequest):

@@ -15,6 +15,7 @@ from sgl_specreason.framing import PLAIN
 from sgl_specreason.programs.steps import problem_context, read_logprobs
 from sgl_specreason.serve.errors import ApiError
 from sgl_specreason.serve.jobs import Job
+from sgl_specreason.serve.reasoning import Thinking
 from sgl_specreason.stopping import FINISHED
 from sgl_specreason.templates import Continuation
 from sgl_specreason.trace import BASE, DRAFT, Call, ProblemResult, Step
@@ -102,6 +103,17 @@ class ProgramSolver:
             cache = getattr(role.backend, "cache_prefix", None)
             if cache is not None:
                 cache(prompt)
+
+    def thinking(self, job: Job) -> Thinking:
+        """Whether a chat job's reply is thinking from its first token, and the thinking's
+        markers, as the templates of the mode's runtimes render its conversation (the base
+        model's first). Renders each runtime's first prompt, so that a conversation a model's
+        own template refuses (a role it does not take) is an ``InputError`` before any run."""
+        roles = sorted((self.roles[n] for n in self.mode.roles), key=lambda r: r.name != BASE)
+        talk = self._talk(job, job.cfg.framing, roles)
+        for role in roles:
+            role.template.reasoning(talk, [])
+        return Thinking(talk.think, talk.markers)
 
     @staticmethod
     def _problem(job: Job):
