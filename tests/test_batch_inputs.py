@@ -104,3 +104,16 @@ def test_an_empty_question_is_named_whatever_its_kind(tmp_path, kind):
     value = {"question": " ", "prompt": " ", "messages": [{"role": "user", "content": " "}]}[kind]
     got = read_jsonl(write(tmp_path, {"id": "e", kind: value}))
     assert not got.problems and "empty" in got.bad[0].error
+
+
+def test_the_general_requests_are_plain_conversations_of_many_kinds():
+    # eval/general_requests.jsonl: what a later measurement on real runtimes sends through serve
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "eval" / "general_requests.jsonl"
+    got = read_jsonl(path)
+    assert not got.bad and len(got.problems) >= 20
+    assert {p.framing for p in got.problems} == {"plain"}
+    kinds = {json.loads(line)["kind"] for line in path.read_text().splitlines()}
+    assert {"writing", "explanation", "code", "sql", "advice", "summary", "translation", "follow-up"} <= kinds
+    assert any(p.earlier for p in got.problems)  # multi-turn follow-ups
