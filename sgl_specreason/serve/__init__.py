@@ -19,10 +19,18 @@ What a response carries besides OpenAI's fields:
 
 - ``usage.prompt_tokens`` is the request's prompt as the runtimes read it (the first call of
   the run), ``usage.prompt_tokens_details.cached_tokens`` the part of it their radix cache
-  served, ``usage.completion_tokens`` the kept tokens (steps, and the closing answer);
+  served, ``usage.completion_tokens`` the kept tokens (steps, and the closing answer), and
+  ``usage.completion_tokens_details.reasoning_tokens`` those of the thinking;
 - ``specreason``: steps drafted, kept and rewritten, acceptance, judge calls, tokens per role
   (every call of the run: generated, kept, prompt, cached), the stop reason; with
   ``"specreason": {"trace": true}`` in the request, every step and runtime call.
+
+A chat reply's thinking is ``message.reasoning_content`` (``delta.reasoning_content`` when
+streamed) and its answer ``content``, as SGLang's server with ``--reasoning-parser`` returns
+them (``reasoning``); ``--no-separate-reasoning`` or the request's ``separate_reasoning: false``
+gives one ``content``. A chat is put to the models as written (``plain``) unless ``--framing``
+or the request's ``specreason.framing`` says ``paper``; ``chat_template_kwargs`` reach both
+models' templates.
 
 A request may set ``"specreason": {"judge": NAME, "threshold": X}`` (the openai client's
 ``extra_body``). ``max_tokens`` is the run's token budget: a chat run's reasoning stops once
