@@ -202,7 +202,7 @@ def plot(runs, sims, passes, projections: Dict[int, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (cpu_ax, gpu_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (cpu_ax, gpu_ax, right_ax) = plt.subplots(1, 3, figsize=(15, 4))
     for policy, color in zip(POLICIES, ("C0", "C1", "C2")):
         levels = sorted(c for c, p in runs if p == policy)
         if not levels:
@@ -218,8 +218,11 @@ def plot(runs, sims, passes, projections: Dict[int, dict], path: Path) -> None:
         for policy, color in zip(POLICIES, ("C0", "C1", "C2")):
             ys = [lv[policy][c]["steady_problems_per_s"] for c in PROJECTED_LEVELS]
             gpu_ax.plot(PROJECTED_LEVELS, ys, "o-" if tp == 2 else "o:", color=color, label=f"{policy}, base TP={tp}")
+            right_ax.plot(PROJECTED_LEVELS, [y * scale[policy] for y in ys], "s-" if tp == 2 else "s:", color=color,
+                          label=f"{policy}, base TP={tp}")
     for ax, title in ((cpu_ax, "CPU pair: measured (o), correct answers (s), simulated (x)"),
-                      (gpu_ax, "H100 pair, projected (problems/s)")):
+                      (gpu_ax, "H100 pair, projected: problems/s"),
+                      (right_ax, "H100 pair, projected: correct answers/s (pooled pass@1)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("problems at once (closed loop)")
         ax.set_title(title, fontsize=9)
