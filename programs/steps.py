@@ -125,8 +125,9 @@ class Steps:
         verdicts, lengths = [], []
         if self.judge_.asks != NOTHING:
             verdicts, lengths = self.ask_base(texts, candidates)
+        seen = [as_judge_asked(v, self.cfg.judge_top_logprobs) for v in verdicts]
         scores = self.judge_.score(Candidates(self.ctx.question, len(texts), self.cfg.seed, candidates,
-                                              [m for _, m in drafts], verdicts, lengths))
+                                              [m for _, m in drafts], seen, lengths))
         best = max(range(len(drafts)), key=lambda i: scores[i].value)
         text, meta = drafts[best]
         tokens = tokens_of(drafts[best])
@@ -136,22 +137,30 @@ class Steps:
                     ended=ended(meta),
                     calls=[Call.from_meta(DRAFT, "draft", m) for _, m in drafts]
                     + [Call.from_meta(BASE, "judge", v) for v in verdicts])
-        if self.cfg.logprobs is not None and verdicts and lengths[best] is not None:
+        if self.cfg.logprobs is not None:
+            if not verdicts:  # the judge asked the base runtime nothing: one prefill of the step
+                verdicts, lengths = self.ask_base(texts, [candidates[best]], question=False)
+                best = 0
+                step.calls.append(Call.from_meta(BASE, "logprobs", verdicts[0]))
             step.logprobs = read_logprobs(verdicts[best], "input", lengths[best], self.cfg.logprobs)
         self.costs.judged(load, time.perf_counter() - started, self.rule,
                           step.score >= self.cfg.threshold)
         return step
 
-    def ask_base(self, texts: List[str], candidates: List[str]):
-        """The base runtime's reply on each candidate (one prefill, one token each), and each
-        candidate's length in base tokens (for judges that read the step's own log-probs)."""
+    def ask_base(self, texts: List[str], candidates: List[str], question: Optional[bool] = None):
+        """The base runtime's reply on each candidate (one prefill, one token each): after the
+        paper's question (``question``; by default where the judge asks it) or after the step
+        alone. Each prompt holds its candidate right after the kept steps, so where the step's
+        own log-probabilities are wanted (the judges that read them, or ``cfg.logprobs``) the
+        same prefill returns them from the step's first token on; then each candidate's length
+        in base tokens comes back too (else None)."""
+        question = self.judge_.asks == QUESTION if question is None else question
         talk, template = self.ctx.asked, self.base.template
         prefix = template.reasoning(talk, texts)
-        if self.judge_.asks == QUESTION:  # the paper's question after the step
-            prompts = [template.judge(talk, texts + [c]) for c in candidates]
-            start_, lengths = None, [None] * len(candidates)
-        else:  # the step's own log-probabilities, read from one prefill of it
-            prompts = [template.reasoning(talk, texts + [c]) for c in candidates]
+        render = template.judge if question else template.reasoning
+        prompts = [render(talk, texts + [c]) for c in candidates]
+        start_, lengths = None, [None] * len(candidates)
+        if not question or self.cfg.logprobs is not None:
             start_, lengths = step_spans(self.base.backend, prefix, candidates)
         verdicts = call(judge_steps, self.base.backend, prefix=prefix,
                         continuations=[p[len(prefix):] for p in prompts],
@@ -211,6 +220,20 @@ def read_logprobs(meta: dict, side: str, count: Optional[int] = None, top: Optio
     return [[entry[2] or "", entry[0],
              [[alt[2] or "", alt[0]] for alt in (alts or []) if alt[0] is not None][:top]]
             for entry, alts in zip(tokens, tops) if entry[0] is not None]
+
+
+def as_judge_asked(verdict: dict, top: int) -> dict:
+    """A judge's reply as the judge asked it: at most ``top`` alternatives of its one token (the
+    request may have asked for more, for ``logprobs``), so that asking for log-probabilities
+    never changes a score.
+
+    >>> as_judge_asked({"output_top_logprobs": [[[-0.1, 7, "9"], [-2.0, 8, "8"]]]}, 1)
+    {'output_top_logprobs': [[[-0.1, 7, '9']]]}
+    """
+    tops = verdict.get("output_top_logprobs")
+    if not tops or all(alts is None or len(alts) <= top for alts in tops):
+        return verdict
+    return {**verdict, "output_top_logprobs": [None if alts is None else alts[:top] for alts in tops]}
 
 
 def tokens_of(reply: Reply) -> int:

@@ -9,7 +9,7 @@ from typing import Optional
 
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.framing import FRAMINGS, PAPER
-from sgl_specreason.judges import JUDGES, STEP
+from sgl_specreason.judges import JUDGES
 from sgl_specreason.speculation import POLICIES
 
 
@@ -75,8 +75,8 @@ class SpecReasonConfig:
     #: top log-probabilities the judge asks for (the paper uses 10).
     judge_top_logprobs: int = 10
     #: record in each step the base model's log-probability of every kept token and of its top
-    #: N alternatives (None: none; 0: the tokens' own). A drafted step's come from its judgement,
-    #: so this needs a judge that reads the step's log-probabilities (or speculate "never").
+    #: N alternatives (None: none; 0: the tokens' own). A drafted step's come from its judge's
+    #: prefill, which holds the step (a judge that asks the base runtime nothing: one more prefill).
     logprobs: Optional[int] = None
     #: seed for the local runtimes' sampling (--random-seed); None leaves it unset.
     seed: Optional[int] = None
@@ -125,11 +125,6 @@ class SpecReasonConfig:
         _check_number("judge_top_logprobs", self.judge_top_logprobs, 1, 20, integer=True)
         if self.logprobs is not None:
             _check_number("logprobs", self.logprobs, 0, 20, integer=True)
-            if self.speculate != "never" and JUDGES[self.score_method].asks != STEP:
-                raise ConfigError(f"logprobs: the judge {self.score_method} does not read the base model's "
-                                  f"log-probabilities of a drafted step; use one that does "
-                                  f"({', '.join(n for n, j in JUDGES.items() if j.asks == STEP)}) or "
-                                  f"speculate never")
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
         if self.framing not in FRAMINGS:

@@ -13,6 +13,7 @@ from sgl_specreason.errors import ConfigError
 from sgl_specreason import judges
 from sgl_specreason.judges import JUDGES, NOTHING, QUESTION, STEP, Judge, JudgeScore, get_judge, register
 from sgl_specreason.problems import make_problem
+from sgl_specreason.templates import JUDGE_INSTRUCTION
 
 
 def test_the_built_in_judges_and_what_each_asks_of_the_base_runtime():
@@ -68,3 +69,49 @@ def test_a_new_judge_is_one_object(shortest):
     assert result.error is None and result.steps[0].text == "xxxxx"
     assert sorted(result.steps[0].draft_scores) == [0.0, 10.0]
     assert not base.requests  # it asks the base runtime nothing
+
+
+# -- the base model's log-probabilities of kept drafts, under every judge ---------------------------
+
+def _solve_with(cfg):
+    draft = FakeRuntime("draft", lambda steps, fork: "so \\boxed{5}" if len(steps) >= 2 else f"d{len(steps)}: {fork}.")
+    base = FakeRuntime("base", lambda steps, fork: "b", score=lambda step: 8)
+    roles = fake_roles(draft, base)
+    result = specreason.run(problem=make_problem("2 + 3?", answer="5"), cfg=cfg, draft=roles["draft"],
+                            base=roles["base"], backend=base).ret_value
+    assert result.error is None, result.error
+    return result, base
+
+
+def test_the_papers_judge_gives_the_kept_drafts_log_probabilities_from_its_own_prefill():
+    cfg = SpecReasonConfig(score_method="greedy", threshold=7, logprobs=2, seed=0)
+    result, base = _solve_with(cfg)
+    assert [s.source for s in result.steps] == ["draft"] * 3
+    for step in result.steps:  # every kept token, from the judge's prefill (the fake: score - 10 each)
+        assert "".join(t[0] for t in step.logprobs) == step.text
+        assert {t[1] for t in step.logprobs} == {8 - 10.0}
+        assert [c.kind for c in step.calls] == ["draft", "judge"]  # no prefill of its own
+    judges_asked = base.requests
+    assert [r.kind for r in judges_asked] == ["judge"] * 3
+    for r in judges_asked:  # asked from one token before the step (SGLang scores no first position)
+        start = r.params["logprob_start_len"]
+        assert r.prompt[start + 1:].startswith(r.steps[-1] + "\n\n")
+        assert r.prompt.endswith("I think the quality score is: ") and r.params["top_logprobs_num"] == 10
+    assert [s.score for s in result.steps] == [8, 8, 8]
+
+
+def test_without_logprobs_the_papers_judge_asks_for_no_prompt_log_probabilities():
+    result, base = _solve_with(SpecReasonConfig(score_method="greedy", threshold=7, seed=0))
+    assert all(r.params["logprob_start_len"] is None for r in base.requests)
+    assert all(step.logprobs is None for step in result.steps)
+
+
+def test_a_judge_that_asks_the_base_nothing_prefills_the_kept_draft_once_for_its_log_probabilities():
+    cfg = SpecReasonConfig(score_method="agreement", threshold=0, num_drafts=2, logprobs=0, seed=0)
+    result, base = _solve_with(cfg)
+    first = result.steps[0]
+    assert first.source == "draft" and "".join(t[0] for t in first.logprobs) == first.text
+    assert [c.kind for c in first.calls] == ["draft", "draft", "logprobs"]
+    prefills = [r for r in base.requests if r.params["logprob_start_len"] is not None]
+    assert len(prefills) == len(result.steps)  # one per kept draft, none per candidate
+    assert all(JUDGE_INSTRUCTION not in r.prompt for r in prefills)  # the step alone, no question

@@ -84,6 +84,25 @@ def test_logprobs_are_the_base_models_for_every_kept_token():
                for c in pieces)
 
 
+def test_logprobs_under_the_papers_judge_come_from_its_question_prefill():
+    draft, base = fakes(score=lambda step: 8)  # the server's default judge: the paper's greedy
+    with TestClient(app_on_fakes(draft, base)) as http:
+        chat = http.post("/v1/chat/completions", json={**CHAT, "logprobs": True, "top_logprobs": 3})
+        completion = http.post("/v1/completions", json={"model": "m", "prompt": "Q: 2 + 3?\n<think>", "logprobs": 0,
+                                                        "max_tokens": 200})
+    assert chat.status_code == 200 and completion.status_code == 200, (chat.text, completion.text)
+    reply = chat.json()
+    assert reply["specreason"]["judge"] == "greedy" and reply["specreason"]["steps"]["rewritten"] == 0
+    content = reply["choices"][0]["logprobs"]["content"]
+    assert "".join(t["token"] for t in content) == reply["choices"][0]["message"]["content"].replace("\n\n", "")
+    assert {t["logprob"] for t in content} == {8 - 10.0}  # the fake judge's prompt log-probs
+    assert set(completion.json()["choices"][0]["logprobs"]["token_logprobs"]) == {8 - 10.0}
+    judged = [r for r in base.requests if r.kind == "judge"]
+    assert {r.kind for r in base.requests} == {"judge"}  # no prefill beside the judge's
+    assert all(r.prompt.endswith("I think the quality score is: ") for r in judged)
+    assert all(r.prompt[r.params["logprob_start_len"] + 1:].startswith(r.steps[-1]) for r in judged)
+
+
 def test_logprobs_of_base_steps_come_from_the_base_models_own_reply():
     draft, base, cfg = likelihood(score=1)  # every draft rejected: the base model writes each step
     with TestClient(create_app(fake_roles(draft, base), cfg)) as http:

@@ -18,7 +18,6 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 from sgl_specreason.chat import Conversation, conversation
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError, InputError
-from sgl_specreason.judges import STEP, get_judge
 from sgl_specreason.framing import PAPER
 from sgl_specreason.serve.errors import ApiError
 from sgl_specreason.serve.reasoning import Thinking
@@ -188,19 +187,6 @@ def _stops(stop: Union[str, List[str], None]) -> Tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
-def _logprobs(cfg: SpecReasonConfig, asked: Optional[int], routed: bool, param: str) -> Optional[int]:
-    """How many top log-probabilities each kept token carries (None: none asked), or a 400 when
-    the judge cannot give the base model's log-probabilities of a drafted step."""
-    if asked is None:
-        return None
-    if not routed and cfg.speculate != "never" and get_judge(cfg.score_method).asks != STEP:
-        raise ApiError(400, f"{param}: the log-probabilities are the base model's, of every kept token; "
-                            f"the judge {cfg.score_method} does not read them for drafted steps. Use a "
-                            "judge that does (specreason.judge: likelihood, likelihood-min, "
-                            "likelihood-numbers or llr)", param)
-    return asked
-
-
 def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True,
               separate_reasoning: bool = True) -> List[Job]:
     """The jobs a chat request asks for; an ``ApiError`` naming the field that is wrong.
@@ -224,8 +210,8 @@ def chat_jobs(body: ChatRequest, cfg: SpecReasonConfig, judged: bool = True,
                   "max_completion_tokens" if body.max_completion_tokens else "max_tokens")
     if body.top_logprobs and not body.logprobs:
         raise ApiError(400, "top_logprobs: needs logprobs: true", "top_logprobs")
-    logprobs = _logprobs(cfg, (body.top_logprobs or 0) if body.logprobs else None, constraint is not None,
-                         "logprobs")
+    # every judge gives them: a drafted step's come from the judge's prefill, which holds the step
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
     if constraint is None:
         cfg = cfg.replace(logprobs=logprobs)
     options = body.specreason
@@ -256,7 +242,7 @@ def completion_jobs(body: CompletionRequest, cfg: SpecReasonConfig,
         _sampling(body, routed=False)
     prompts = _prompts(body.prompt, decode)
     cfg = _config(cfg if judged else cfg.replace(speculate="never"), body, body.max_tokens, "max_tokens")
-    logprobs = _logprobs(cfg, body.logprobs, constraint is not None, "logprobs")
+    logprobs = body.logprobs
     if constraint is None:
         cfg = cfg.replace(logprobs=logprobs)
     options = body.specreason
