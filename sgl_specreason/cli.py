@@ -38,7 +38,7 @@ from sgl_specreason.runner import (
     session,
     summary,
 )
-from sgl_specreason.serve import add_serve_flags, serve
+from sgl_specreason.serve.command import add_serve_flags, serve
 from sgl_specreason.store import ResultStore
 
 #: entry-point group of the commands other packages add (``eval``, ``judge-bench``): each names a

@@ -46,12 +46,19 @@ a runtime fails, is down or times out. A client that goes away has its run's req
 on the runtimes.
 """
 
-from sgl_specreason.serve.app import create_app
-from sgl_specreason.serve.command import add_serve_flags, check_listen, serve
-from sgl_specreason.serve.errors import ApiError
-from sgl_specreason.serve.jobs import Job
-from sgl_specreason.serve.runs import Finished, ServeSettings, StopScan
-from sgl_specreason.serve.solver import ProgramSolver, Solver
+from importlib import import_module
 
-__all__ = ["create_app", "add_serve_flags", "check_listen", "serve", "ApiError", "Job", "ProgramSolver",
-           "Solver", "Finished", "ServeSettings", "StopScan"]
+#: where each public name lives. Imported when first asked for, so that importing a module of this
+#: package that needs no web server (``schema``, ``jobs``, ``answering``: what ``batch`` shares
+#: with ``serve``) does not import FastAPI and uvicorn
+_HOMES = {"create_app": "app", "add_serve_flags": "command", "check_listen": "command", "serve": "command",
+          "ApiError": "errors", "Job": "jobs", "Finished": "runs", "ServeSettings": "runs", "StopScan": "runs",
+          "ProgramSolver": "solver", "Solver": "solver"}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'sgl_specreason.serve' has no attribute {name!r}")
+    return getattr(import_module(f"sgl_specreason.serve.{_HOMES[name]}"), name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 import hmac
 from contextlib import asynccontextmanager
 from typing import Dict, Optional
@@ -15,15 +14,13 @@ from starlette.exceptions import HTTPException
 
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
-from sgl_specreason.errors import InputError, SpecReasonError
-from sgl_specreason.serve.errors import ApiError, api_error, validation_error
-from sgl_specreason.serve.jobs import chat_jobs, completion_jobs
+from sgl_specreason.serve.errors import ApiError, validation_error
+from sgl_specreason.serve.answering import Answerer
 from sgl_specreason.serve.replies import respond
 from sgl_specreason.serve.runs import ServeSettings, Service
 from sgl_specreason.serve.schema import ChatRequest, CompletionRequest
 from sgl_specreason.serve.solver import ProgramSolver, Solver
 from sgl_specreason.serve.stats import RequestTimer
-from sgl_specreason.trace import BASE
 
 
 class _BodyTooLarge(HTTPException):
@@ -65,11 +62,7 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
     it); ``solver`` replaces the programs (tests pass a scripted one)."""
     solver = solver or ProgramSolver(roles, settings.mode)
     service = Service(solver, settings)
-    # whose log-probabilities a response carries: the base model's, or a one-model mode's own
-    scorer = getattr(solver, "mode", None)
-    judged = scorer is None or scorer.judged
-    scored_by = None if scorer is None or roles is None else getattr(
-        roles[BASE if BASE in scorer.roles else scorer.roles[0]].backend, "model_path", None)
+    answerer = Answerer(service, cfg, settings, roles)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -153,63 +146,16 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         check_key(request)
-        jobs = await _checked(chat_jobs(body, cfg, judged, settings.separate_reasoning))
-        await _warm(jobs)
+        jobs = await answerer.chat_jobs(body)
         return await respond(service, jobs, bool(body.stream), request, True, settings.model_name,
-                             include_usage(body), scored_by)
+                             include_usage(body), answerer.scored_by)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
         check_key(request)
-        decode = getattr(solver, "decode", None)
-        jobs = await asyncio.to_thread(completion_jobs, body, cfg, decode, judged)
-        jobs = await _echo_logprobs(jobs)
-        await _warm(jobs)
+        jobs = await answerer.completion_jobs(body)
         return await respond(service, jobs, bool(body.stream), request, False, settings.model_name,
-                             include_usage(body), scored_by)
-
-    async def _echo_logprobs(jobs):
-        """An echoed prompt with logprobs: its tokens as the base model scores them, once per prompt."""
-        scores = getattr(solver, "prompt_logprobs", None)
-        if scores is None or not jobs[0].echo or jobs[0].logprobs is None:
-            return jobs
-        scored = {}
-        try:
-            for job in jobs:
-                if job.prompt not in scored:
-                    scored[job.prompt] = await asyncio.to_thread(scores, job.prompt, job.logprobs)
-        except Exception as e:
-            raise api_error(e, "prompt") from None
-        return [replace(job, prompt_logprobs=scored[job.prompt]) for job in jobs]
-
-    async def _checked(jobs):
-        """Chat jobs whose conversation every runtime's template takes (a 400 naming the messages
-        otherwise), each told whether its reply opens as thinking."""
-        thinking = getattr(solver, "thinking", None)
-        if thinking is None or jobs[0].constraint is not None:
-            return jobs
-        try:
-            told = await asyncio.to_thread(thinking, jobs[0])
-        except InputError as e:
-            raise ApiError(400, f"messages: {e}", "messages") from None
-        except SpecReasonError as e:
-            raise api_error(e, "messages") from None
-        return jobs if jobs[0].thinking is None else [replace(job, thinking=told) for job in jobs]
-
-    async def _warm(jobs) -> None:
-        """Several runs from one prompt: prefill it once first, so that they share it."""
-        warm = getattr(solver, "warm", None)
-        if warm is None:
-            return
-        firsts = {}
-        for job in jobs:
-            firsts.setdefault(job.prompt or job.conversation, []).append(job)
-        for group in firsts.values():
-            if len(group) > 1:
-                try:
-                    await asyncio.to_thread(warm, group[0])
-                except Exception as e:
-                    raise api_error(e, "messages" if group[0].is_chat else "prompt") from None
+                             include_usage(body), answerer.scored_by)
 
     return app
 

@@ -7,15 +7,12 @@ import ipaddress
 import socket
 from typing import Optional
 
-import uvicorn
-
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.framing import PLAIN
 from sgl_specreason.flags import config_from_args, positive_int, runtime_options
 from sgl_specreason.modes import MODES, roles_for
 from sgl_specreason.runner import dry_run, session
-from sgl_specreason.serve.app import create_app
 from sgl_specreason.serve.runs import ServeSettings
 
 
@@ -117,6 +114,11 @@ def serve(args) -> int:
         print(f"# would serve http://{args.host}:{args.port}/v1 once the runtimes below are ready")
         return dry_run(opts, cfg, roles_for(args.mode))
     _check_port_free(args.host, args.port)
+    # the web server is imported here, not with the flags: ``batch`` shares them and runs without it
+    import uvicorn
+
+    from sgl_specreason.serve.app import create_app
+
     with session(opts, cfg, args.mode) as roles:
         print(f"at most {settings.max_in_flight} runs at once, {settings.max_queue} waiting; serving "
               f"http://{args.host}:{args.port}/v1 (model {settings.model_name!r}"

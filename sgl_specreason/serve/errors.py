@@ -1,13 +1,11 @@
 """Errors in OpenAI's format: ``{"error": {"message", "type", "param", "code"}}``, and the
-response each failure of a run gets."""
+response each failure of a run gets. No web framework is imported here until a response is
+built, so that ``batch`` (which answers OpenAI Batch lines as ``serve`` would) runs without one."""
 
 from __future__ import annotations
 
 import logging
 from typing import Optional
-
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from sgl_specreason.calls import Cancelled
 from sgl_specreason.errors import (
@@ -36,7 +34,10 @@ class ApiError(Exception):
         kind = self.TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
+    def response(self):
+        """The error as a JSON response of the web server."""
+        from fastapi.responses import JSONResponse
+
         return JSONResponse(self.body(), status_code=self.status)
 
 
@@ -76,7 +77,9 @@ def _param(loc) -> Optional[str]:
     return out or None
 
 
-def validation_error(e: RequestValidationError) -> ApiError:
+def validation_error(e) -> ApiError:
+    """The 400 of a body the schema refuses: ``e`` is FastAPI's ``RequestValidationError`` or
+    pydantic's ``ValidationError`` (both list their ``errors()``), the first error named."""
     first = e.errors()[0]
     param = _param(first.get("loc", ()))
     if first.get("type") == "json_invalid":

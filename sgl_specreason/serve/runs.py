@@ -246,6 +246,9 @@ class Service:
         self.runs: set = set()
         self.closing = False
         self.stats = Stats()
+        #: set whenever a slot may have come free for ``start_behind`` (a run ended, a waiting
+        #: request took its slot, the server began closing)
+        self.freed = asyncio.Event()
 
     async def start(self, job: Job) -> Run:
         """Start ``job`` when a slot is free (waiting in the queue until then); 429 when the
@@ -262,6 +265,22 @@ class Service:
             await self.slots.acquire()
         finally:
             self.queued -= 1
+            self.freed.set()
+        return self._launch(job, waiting)
+
+    async def start_behind(self, job: Job) -> Run:
+        """Start ``job`` once a slot is free and no request waits for one: live requests go
+        first, a batch line takes only a slot nobody waits for. No 429: the batch waits."""
+        waiting = time.perf_counter()
+        while not self.closing and (self.slots.locked() or self.queued):
+            self.freed.clear()
+            await self.freed.wait()
+        if self.closing:
+            raise ApiError(503, "the server is shutting down", code="shutting_down")
+        await self.slots.acquire()  # free and unclaimed: at once
+        return self._launch(job, waiting)
+
+    def _launch(self, job: Job, waiting: float) -> Run:
         if self.closing:
             self.slots.release()
             raise ApiError(503, "the server is shutting down", code="shutting_down")
@@ -271,6 +290,7 @@ class Service:
         def finished(_future):
             self.runs.discard(run)
             self.slots.release()
+            self.freed.set()
 
         run.future.add_done_callback(finished)  # the slot is held until the worker is done
         return run
@@ -278,6 +298,7 @@ class Service:
     async def close(self) -> None:
         """Refuse new jobs, abort the runs in flight and wait a little for them to end."""
         self.closing = True
+        self.freed.set()
         runs = list(self.runs)
         for run in runs:
             run.cancel()
