@@ -28,7 +28,9 @@ from sgl_specreason.flags import (
     guarded,
     runtime_options,
 )
+from sgl_specreason.framing import PLAIN
 from sgl_specreason.modes import MODES, roles_for
+from sgl_specreason.openai_batch import answer_file, is_request_file, read_requests
 from sgl_specreason.problems import ProblemSet, make_problem, read_jsonl
 from sgl_specreason.runner import (
     Monitor,
@@ -38,6 +40,7 @@ from sgl_specreason.runner import (
     session,
     summary,
 )
+from sgl_specreason.serve.answering import check_body
 from sgl_specreason.serve.command import add_serve_flags, serve
 from sgl_specreason.store import ResultStore
 
@@ -76,8 +79,9 @@ def build_parser(plugins: Optional[Dict[str, EntryPoint]] = None) -> argparse.Ar
     _add_run_flags(solve, "results/solve.jsonl")
     run = sub.add_parser("batch", aliases=["run"],
                          help="solve the problems of a JSONL file, one a line: {id, question} (with "
-                              "answer, choices), {id, messages} or {id, prompt}; resumable: a rerun "
-                              "solves only what the results file lacks")
+                              "answer, choices), {id, messages} or {id, prompt}; or answer OpenAI Batch "
+                              "lines {custom_id, method, url, body} as serve would; resumable: a rerun "
+                              "does only what the results file lacks")
     run.add_argument("--data-path", "--input", type=Path, required=True,
                      help="problems, JSONL: a question line is framed as --framing says (paper by "
                           "default), a messages or prompt line plain (as written) unless --framing is given")
@@ -132,8 +136,10 @@ def _run(args) -> int:
         raise SpecReasonError(f"--parallel must be at least 1, got {args.parallel}")
     if args.dry_run:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode))
-    problems, task = _problems(args)
     batch = args.command in BATCH_COMMANDS
+    if batch and is_request_file(_read(args.data_path)):
+        return _answer_requests(args, cfg)
+    problems, task = _problems(args)
     store = ResultStore(args.result_file)
     if batch:  # resumable: only what the results file does not hold yet
         todo, bad, done_before = plan(problems, store, args.mode)
@@ -167,6 +173,34 @@ def _run(args) -> int:
     print(f"\nSummary ({args.result_file}):")
     print_summary(line)
     return 1 if line["other"]["errors"] else 0
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read the input file {path}: {e.strerror}") from None
+
+
+def _answer_requests(args, cfg) -> int:
+    """``batch`` on OpenAI Batch lines: each body answered as ``serve`` answers it (a chat framed
+    as written unless ``--framing`` says otherwise), one OpenAI output line per request."""
+    cfg = cfg if args.framing is not None else cfg.replace(framing=PLAIN)
+    store = ResultStore(args.result_file)
+    raw = _read(args.data_path)
+    if args.on_bad_line == "reject":
+        _, bad = read_requests(raw, str(args.data_path), lambda url, body: check_body(url, body, cfg))
+        for line in bad:
+            print(f"bad input: {line.error}", file=sys.stderr)
+        if bad:
+            raise InputError(f"{len(bad)} bad input line(s) in {args.data_path}, listed above; fix "
+                             f"them, or pass --on-bad-line skip to answer the others")
+    with session(runtime_options(args, args.parallel), cfg, args.mode) as runtimes:
+        counts = answer_file(raw, str(args.data_path), store, runtimes, cfg, args.mode, args.parallel,
+                             args.num_questions, log=lambda text: print(text, file=sys.stderr))
+    print(f"{counts['answered']} answered, {counts['failed']} failed, {counts['bad']} bad input lines, "
+          f"{counts['done_before']} answered before; output lines in {args.result_file}")
+    return 1 if counts["failed"] or counts["bad"] else 0
 
 
 def _models(args) -> int:

@@ -7,6 +7,10 @@ a problem (``problems.make_problem``'s arguments), raising an ``InputError`` tha
 that is wrong. Adding a format (OpenAI's Batch API lines, say) is one ``register_format`` call
 and a test; nothing else changes.
 
+A format's lines hold problems (``problems``: solved, one result line each) or requests
+(``openai-batch``: answered as ``serve`` answers them, ``openai_batch``). A line that another
+format claims, in a file told to be in one, is a bad line that says so.
+
 The built-in format, ``problems``, takes one of three kinds of line:
 
 - ``{"id", "question"}`` (with ``answer``, ``choices``): a problem, framed as the run's
@@ -15,10 +19,15 @@ The built-in format, ``problems``, takes one of three kinds of line:
   user; framed ``plain`` (as written) unless ``--framing`` says otherwise;
 - ``{"id", "prompt": "..."}``: one user message, framed ``plain`` unless ``--framing`` says
   otherwise.
+
+``openai-batch`` takes OpenAI Batch API input lines, as OpenAI's ``/v1/batches`` and vLLM's
+``run_batch`` take them: ``{"custom_id", "method": "POST", "url", "body"}``, ``url`` one of
+``REQUEST_URLS`` and ``body`` that endpoint's request; ``custom_id`` is the line's key.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -38,7 +47,13 @@ class InputFormat:
     #: (``id`` included; ``framing`` None where the run's framing applies); an ``InputError``
     #: naming the field that is wrong
     fields: Callable[[dict, int], dict]
+    #: what a line holds: a problem to solve (``PROBLEMS``) or a request to answer (``REQUESTS``)
+    holds: str = "problems"
 
+
+PROBLEMS, REQUESTS = "problems", "requests"
+#: the endpoints an ``openai-batch`` line's ``url`` may name (serve's routes that answer one body)
+REQUEST_URLS = ("/v1/chat/completions", "/v1/completions")
 
 #: every input format by name, in the order they are tried on the first good line
 FORMATS: Registry[InputFormat] = Registry("input format")
@@ -125,3 +140,114 @@ register_format(InputFormat(
     "problems", "one problem per line: {\"id\", \"question\"} (paper framing), {\"id\", \"messages\"} or "
                 "{\"id\", \"prompt\"} (plain framing), with an optional answer and choices",
     _claims, _fields))
+
+
+# -- OpenAI Batch API lines ----------------------------------------------------------------------
+
+def _claims_request(record: dict) -> bool:
+    return "custom_id" in record or ("url" in record and "body" in record)
+
+
+def _request_fields(record: dict, line: int) -> dict:
+    """An ``openai-batch`` line's fields: the checks of the line itself (its body is checked by
+    serve's request schema, ``serve.answering.check_body``).
+
+    >>> _request_fields({"custom_id": "a", "method": "POST", "url": "/v1/completions",
+    ...                  "body": {"model": "m", "prompt": "Hi"}}, 1)["url"]
+    '/v1/completions'
+    >>> _request_fields({"custom_id": "a", "url": "/v1/embeddings", "body": {}}, 1)
+    Traceback (most recent call last):
+    ...
+    sgl_specreason.errors.InputError: url: '/v1/embeddings' is not an endpoint batch answers; use /v1/chat/completions or /v1/completions
+    """
+    custom_id = record.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        got = "none" if custom_id is None else json.dumps(custom_id)
+        raise InputError(f"custom_id: every line needs one, a non-empty string that names its output line; got {got}")
+    method = record.get("method", "POST")
+    if method != "POST":
+        raise InputError(f"method: must be \"POST\", got {json.dumps(method)}")
+    url = record.get("url")
+    if url not in REQUEST_URLS:
+        raise InputError(f"url: {json.dumps(url)[:80] if not isinstance(url, str) else repr(url)} is not an "
+                         f"endpoint batch answers; use {' or '.join(REQUEST_URLS)}")
+    body = record.get("body")
+    if not isinstance(body, dict):
+        raise InputError(f"body: must be the request, a JSON object, got {type(body).__name__}")
+    if body.get("stream"):
+        raise InputError("body.stream: a batch line is answered whole; leave stream out or set it false")
+    return {"id": custom_id, "custom_id": custom_id, "url": url, "body": body}
+
+
+register_format(InputFormat(
+    "openai-batch", "OpenAI Batch API requests: {\"custom_id\", \"method\": \"POST\", \"url\": "
+                    "\"/v1/chat/completions\" or \"/v1/completions\", \"body\": the request}",
+    _claims_request, _request_fields, holds=REQUESTS))
+
+
+# -- reading a file ------------------------------------------------------------------------------
+
+@dataclass
+class Line:
+    """One non-empty line of an input file: its fields in the file's format, or why it is bad."""
+
+    number: int
+    where: str  # "path:line", what a report names
+    record: Optional[dict]  # the JSON object, None where the line is not one
+    fields: Optional[dict] = None  # the format's fields; None: a bad line
+    error: Optional[str] = None  # why it is bad, naming the line and the field
+
+
+def scan(raw: bytes, name: str) -> Tuple[Optional[InputFormat], List[Line]]:
+    r"""The format of a file's lines (``raw``, named ``name`` in errors), told from its first line
+    that a format claims, and each non-empty line read in it. A bad line (not JSON, not an
+    object, of another format, its fields wrong, an id given before) is kept with its error; the
+    other lines are still read. Ids (``fields["id"]``) must be unique: results are keyed by them.
+
+    >>> fmt, lines = scan(b'{"prompt": "Hi"}\n{"custom_id": "a", "url": "/v1/completions", "body": {}}', "f")
+    >>> fmt.name, [line.error for line in lines]
+    ('problems', [None, 'f:2: a line in the openai-batch format; this file is in the problems format, told by its first good line (line 1)'])
+    """
+    fmt, told_by, first_line, out = None, 0, {}, []
+    for number, text in enumerate(raw.split(b"\n"), start=1):
+        if not text.strip():
+            continue
+        where = f"{name}:{number}"
+        line = Line(number, where, None)
+        out.append(line)
+        try:
+            record = json.loads(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            line.error = f"{where}: line is not valid UTF-8"
+            continue
+        except ValueError as e:
+            line.error = f"{where}: not JSON ({e.msg})"
+            continue
+        if not isinstance(record, dict):
+            line.error = f"{where}: not a JSON object"
+            continue
+        line.record = record
+        claimed = format_of(record)
+        if fmt is None and claimed is None:
+            line.error = (f"{where}: a line in none of the input formats: "
+                          + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values()))
+            continue
+        if fmt is None:
+            fmt, told_by = claimed, number
+        elif claimed is not None and claimed is not fmt and not fmt.claims(record):
+            line.error = (f"{where}: a line in the {claimed.name} format; this file is in the {fmt.name} "
+                          f"format, told by its first good line (line {told_by})")
+            continue
+        try:
+            fields = fmt.fields(record, number)
+        except InputError as e:
+            line.error = f"{where}: {e}"
+            continue
+        key = fields["id"]
+        if key in first_line:
+            named = "custom_id" if fmt.holds == REQUESTS else "id"
+            line.error = f"{where}: duplicate {named} {key!r} (first on line {first_line[key]})"
+            continue
+        first_line[key] = number
+        line.fields = fields
+    return fmt, out

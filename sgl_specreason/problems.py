@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
@@ -10,7 +9,7 @@ from typing import List, Optional, Tuple, Union
 from sgl_specreason.chat import conversation
 from sgl_specreason.errors import InputError
 from sgl_specreason.framing import FRAMINGS, USER, Message
-from sgl_specreason.input_formats import FORMATS, format_of
+from sgl_specreason.input_formats import PROBLEMS, scan
 
 
 @dataclass(frozen=True)
@@ -102,46 +101,23 @@ def read_jsonl(path: Union[str, Path], framing: Optional[str] = None) -> Problem
     """
     path = Path(path)
     out = ProblemSet()
-    first_line = {}
-    fmt = None  # the file's format, once a line has told it
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read problems file {path}: {e.strerror}") from None
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
+    fmt, lines = scan(raw, str(path))
+    if fmt is not None and fmt.holds != PROBLEMS:
+        raise InputError(f"{path} holds {fmt.name} lines, requests to answer, not problems: "
+                         f"`sgl-specreason batch` answers them (openai_batch)")
+    for line in lines:
+        if line.fields is None:
+            out.bad.append(BadInput(line.where, line.error))
             continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            out.bad.append(BadInput(where, f"{where}: line is not valid UTF-8"))
-            continue
-        except ValueError as e:
-            out.bad.append(BadInput(where, f"{where}: not JSON ({e.msg})"))
-            continue
-        if not isinstance(record, dict):
-            out.bad.append(BadInput(where, f"{where}: not a JSON object"))
-            continue
-        if fmt is None and format_of(record) is None:
-            out.bad.append(BadInput(where, f"{where}: a line in none of the input formats: "
-                                           + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values())))
-            continue
-        fmt = fmt or format_of(record)
-        try:
-            fields = fmt.fields(record, lineno)
-        except InputError as e:
-            out.bad.append(BadInput(where, f"{where}: {e}"))
-            continue
-        pid = fields["id"]
-        if pid in first_line:
-            out.bad.append(BadInput(where, f"{where}: duplicate id {pid!r} (first on line {first_line[pid]})"))
-            continue
-        first_line[pid] = lineno
+        fields = line.fields
         if framing is not None:
             fields["framing"] = framing
         try:
             out.problems.append(make_problem(**fields))
         except InputError as e:
-            out.bad.append(BadInput(pid, f"{where}: {e}"))
+            out.bad.append(BadInput(fields["id"], f"{line.where}: {e}"))
     return out

@@ -67,16 +67,16 @@ def test_a_first_line_in_no_format_is_bad_and_the_next_one_tells_the_format(tmp_
 
 def test_another_format_is_one_registry_entry(tmp_path):
     # as OpenAI's Batch API lines will be added: claimed by their own fields, read by their own rule
-    fmt = InputFormat("test-batch", "custom_id and body",
-                      lambda r: "custom_id" in r,
-                      lambda r, line: {"id": r["custom_id"], "question": None, "messages": r["body"]["messages"]
+    fmt = InputFormat("test-batch", "ticket and body",
+                      lambda r: "ticket" in r,
+                      lambda r, line: {"id": r["ticket"], "question": None, "messages": r["body"]["messages"]
                                        and [(m["role"], m["content"]) for m in r["body"]["messages"]],
                                        "framing": "plain"})
     register_format(fmt)
     try:
-        path = write(tmp_path, {"custom_id": "r1", "body": {"messages": [{"role": "user", "content": "Hi"}]}},
-                     {"custom_id": "r2", "body": {"messages": [{"role": "user", "content": "Bye"}]}})
-        assert format_of({"custom_id": "x"}) is fmt
+        path = write(tmp_path, {"ticket": "r1", "body": {"messages": [{"role": "user", "content": "Hi"}]}},
+                     {"ticket": "r2", "body": {"messages": [{"role": "user", "content": "Bye"}]}})
+        assert format_of({"ticket": "x"}) is fmt
         assert [(p.id, p.question) for p in read_jsonl(path).problems] == [("r1", "Hi"), ("r2", "Bye")]
     finally:
         del FORMATS["test-batch"]

@@ -182,3 +182,23 @@ async def collect(runs: Sequence[Run]) -> List[Done]:
         if isinstance(e, Exception):
             raise api_error(e, "messages" if runs[0].job.is_chat else "prompt") from None
         raise
+
+
+def check_body(url: str, body, cfg: SpecReasonConfig, judged: bool = True) -> None:
+    """Check ``body`` for ``url`` as serve would before any run, with no runtime at hand: its
+    schema, ``stream`` (a batch line is answered whole), and every field serve refuses (an
+    ``ApiError`` naming it). A completion's token-id prompt is decoded only when the line runs.
+
+    >>> check_body(CHAT_URL, {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "seed": 3},
+    ...            SpecReasonConfig())
+    Traceback (most recent call last):
+    ...
+    sgl_specreason.serve.errors.ApiError: seed: per-request seeds do not reach the runtimes (SGLang's frontend sends none); seed the local runtimes with --seed instead
+    """
+    request = parse_body(url, body)
+    if request.stream:
+        raise ApiError(400, "stream: a batch line is answered whole; leave stream out or set it false", "stream")
+    if url == CHAT_URL:
+        chat_jobs(request, cfg, judged)
+    else:
+        completion_jobs(request, cfg, lambda ids: "(token ids, decoded when the line runs)", judged)
