@@ -75,6 +75,7 @@ def continuation(s, cfg, draft, base, max_tokens, stops=(), on_step=None):
         while not (result.steps and result.steps[-1].ended) and _kept(result) < max_tokens:
             step = steps.next(_texts(result), _kept(result))
             result.steps.append(step)
+            step.final = step.ended or _kept(result) >= max_tokens  # what ends the loop
             if on_step is not None:
                 on_step(step)
     result.text = STEP_SEPARATOR.join(_texts(result))
@@ -130,25 +131,27 @@ def _kept(result):
 
 
 def _keep(result, step, cfg, ctx, problem, monitor):
-    """Append the step; the stop reason, or None to go on."""
-    if monitor is not None:
-        monitor.on_step(problem, step)
+    """Append the step; the stop reason, or None to go on. The step is handed to the monitor
+    once it is known whether the run writes anything after it (``Step.final``)."""
     result.steps.append(step)
     texts = _texts(result)
     result.text = STEP_SEPARATOR.join(texts)
     talk = ctx.asked
     result.stop_reason = stop_reason(texts, _kept(result), cfg.reasoning_budget, ended=step.ended,
                                      framing=talk.framing, think=talk.think, markers=talk.markers)
+    step.final = bool(result.stop_reason) and not _answer_room(result, ctx, cfg)
+    if monitor is not None:
+        monitor.on_step(problem, step)
     return result.stop_reason
 
 
 def _close(result, role, ctx, cfg):
     """The reasoning stopped: the model states the answer after ``</think>`` where one is due
-    (``_answer_due``); then the text is split into reasoning and reply."""
+    (``_answer_room``); then the text is split into reasoning and reply."""
     talk, texts = ctx.asked, _texts(result)
-    room = cfg.answer_room(_kept(result))
+    room = _answer_room(result, ctx, cfg)
     answer = None
-    if room and _answer_due(result.stop_reason, texts, talk):
+    if room:
         answer, meta = call(final_answer, role.backend, prompt=role.template.answer(talk, texts),
                             max_answer_tokens=room, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
                             logprobs=cfg.logprobs)
@@ -157,6 +160,12 @@ def _close(result, role, ctx, cfg):
             result.answer_logprobs = read_logprobs(meta, "output")
         result.text += STEP_SEPARATOR + answer
     result.reasoning, result.content = split_reasoning(texts, answer, talk.think, talk.markers)
+
+
+def _answer_room(result, ctx, cfg) -> int:
+    """The tokens the closing answer may take (0: no answer follows the steps)."""
+    room = cfg.answer_room(_kept(result))
+    return room if room and _answer_due(result.stop_reason, _texts(result), ctx.asked) else 0
 
 
 def _answer_due(reason, texts, talk) -> bool:

@@ -60,6 +60,9 @@ class Step:
     #: the kept text ended the generation (end of sequence or a caller's stop string) instead
     #: of a step separator or the length limit; read by the drop-in backend's continuation
     ended: bool = False
+    #: the run writes nothing after this step (it stops here, and no closing answer follows), as
+    #: the program knows when it keeps the step: a stream can finish on the step's own chunk
+    final: bool = False
     #: why the step was or was not speculated (``sgl_specreason.speculation``): "speculate",
     #: "base" (the policy gave it to the base model), "probe-speculate" / "probe-base" (auto
     #: took the other side to measure it again), "first" (one of the first

@@ -198,6 +198,9 @@ class FakeRuntime(BaseBackend):
         if p.logprob_start_len is not None and p.logprob_start_len >= 0:
             meta["input_token_logprobs"] = [[None if i == p.logprob_start_len else value - 10.0, ord(ch), ch]
                                             for i, ch in enumerate(prompt) if i >= p.logprob_start_len]
+            # each position's one alternative: the token itself (SGLang lists none for the first)
+            meta["input_top_logprobs"] = [None if entry[0] is None else [entry]
+                                          for entry in meta["input_token_logprobs"]]
         return digit, {"type": "length", "length": 1}
 
 

@@ -107,22 +107,22 @@ def test_the_conversation_becomes_the_problem_and_its_context():
     assert plain == earlier + QUESTION + "<|im_end|>\n<|im_start|>assistant\n"
 
 
-def test_a_streamed_chat_sends_one_chunk_per_kept_step_then_the_usage():
+def test_a_streamed_chat_sends_one_chunk_per_kept_step_the_last_with_the_end_and_the_usage():
     with live_app(app_on_fakes()) as (url, _):
         stream = client_of(url).chat.completions.create(
             model="specreason", messages=[{"role": "user", "content": QUESTION}], stream=True,
             extra_body={"specreason": {"trace": True}})
         chunks = list(stream)
     *pieces, last = chunks
-    texts = [c.choices[0].delta.content for c in pieces]
+    texts = [c.choices[0].delta.content for c in chunks]
     assert texts == [STEPS[0]] + ["\n\n" + s for s in STEPS[1:]]
     assert pieces[0].choices[0].delta.role == "assistant"
     assert all(c.choices[0].finish_reason is None and c.usage is None for c in pieces)
+    # the step that ended the run is known as it is kept: its chunk ends the choice
     assert last.choices[0].finish_reason == "stop" and last.usage.completion_tokens == sum(map(len, STEPS))
-    delta = last.choices[0].delta  # the delta's fields null, as SGLang's /v1 sends them
-    assert delta.content is None and delta.model_extra == {"reasoning_content": None}
     trace = last.model_extra["specreason"]["trace"]["steps"]
     assert "".join(texts) == "\n\n".join(step["text"] for step in trace)
+    assert [step["final"] for step in trace] == [False, False, False, True]
 
 
 def test_max_tokens_caps_the_reasoning_and_the_answer_together():
@@ -138,7 +138,7 @@ def test_max_tokens_caps_the_reasoning_and_the_answer_together():
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
     texts = [c["choices"][0]["delta"].get("content") for c in chunks]
-    assert texts == [STEPS[0], "\n\nd", "\n\nThe a", None]
+    assert texts == [STEPS[0], "\n\nd", "\n\nThe a"]  # the answer cut by the cap ends the choice
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"]["completion_tokens"] == 20
     assert chunks[-1]["specreason"]["stop_reason"] == "budget"
@@ -180,8 +180,9 @@ def test_a_completion_continues_the_prompt_through_the_dropin_path():
         stream = list(client.completions.create(model="specreason", prompt=PROMPT, max_tokens=500, stream=True))
     assert reply.choices[0].text == "\n\n".join(STEPS) and reply.choices[0].finish_reason == "stop"
     assert draft.requests[0].prompt == PROMPT  # the prompt as given, no chat framing
-    assert [c.choices[0].text for c in stream[:-1]] == [STEPS[0]] + ["\n\n" + s for s in STEPS[1:]]
+    assert [c.choices[0].text for c in stream] == [STEPS[0]] + ["\n\n" + s for s in STEPS[1:]]
     assert stream[-1].usage.completion_tokens == sum(map(len, STEPS))
+    assert [c.choices[0].finish_reason for c in stream] == [None] * 3 + ["stop"]
 
 
 def test_a_request_overrides_the_judge_and_threshold_within_their_ranges():

@@ -95,3 +95,17 @@ def test_structured_output_is_the_base_runtimes_constrained_decoding(client):
     picked = client.chat.completions.create(model="sr", messages=MESSAGES, max_tokens=8,
                                             extra_body={"regex": "(yes|no)"})
     assert picked.choices[0].message.content in ("yes", "no")
+
+
+def test_a_stream_under_the_papers_judge_has_logprobs_and_ends_on_its_last_tokens(client):
+    """As SGLang's test_completion_stream reads a stream: every chunk with a choice has tokens and
+    alternatives, and the finish_reason comes on one of them (issue 33, parts 3 and 4)."""
+    chunks = list(client.completions.create(model="sr", prompt="One, two, three,", max_tokens=12, logprobs=2,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_body={"specreason": {"judge": "greedy", "threshold": 0}}))
+    *pieces, usage = chunks
+    assert usage.choices == [] and usage.usage.completion_tokens > 0
+    assert pieces and all(c.choices[0].logprobs.tokens and c.choices[0].logprobs.top_logprobs[0] for c in pieces)
+    assert [c.choices[0].finish_reason for c in pieces][-1] in ("stop", "length")
+    assert all(c.choices[0].finish_reason is None for c in pieces[:-1])
+    assert usage.model_extra["specreason"]["judge"] == "greedy"

@@ -70,7 +70,9 @@ def test_a_reasoning_models_thinking_is_reasoning_content_and_the_base_models_an
     assert joined(chunks, "reasoning_content") == message["reasoning_content"]
     assert joined(chunks, "content") == message["content"]
     assert not any("think>" in json.dumps(c["choices"][0]["delta"]) for c in chunks if c["choices"])
-    assert chunks[-1]["choices"][0]["delta"] == {"content": None, "reasoning_content": None}
+    # the closing answer is the last text: its chunk carries the end
+    assert chunks[-1]["choices"][0]["delta"] == {"content": BASE_ANSWER}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_one_content_when_the_request_or_the_server_asks_for_it():

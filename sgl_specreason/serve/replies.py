@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sgl_specreason.serve.errors import ApiError, api_error
 from sgl_specreason.serve.jobs import Job
 from sgl_specreason.serve.responses import ChatShape, CompletionShape, sse
-from sgl_specreason.serve.runs import Finished, Run, Service, outputs
+from sgl_specreason.serve.runs import Finished, Piece, Run, Service, outputs
 from sgl_specreason.serve.stats import TIMING_KEY
 
 #: seconds between two looks at whether a waiting client is still there
@@ -110,16 +110,27 @@ async def respond(service: Service, jobs: Sequence[Job], stream: bool, request: 
 
     async def events():
         done = []
+        # a choice's text not sent yet: its last piece, sent with its end (``outputs`` gives the
+        # end right after it: the run asks the runtimes nothing more), so that the last tokens
+        # carry finish_reason, as SGLang's server sends them; and, when logprobs are asked, text
+        # without tokens (the blank line before an empty step), sent with the next tokens, since
+        # clients read a token in every chunk. Every other piece goes out as soon as it is kept.
+        held = {}
         try:
             job, item = first
             while True:
                 if isinstance(item, Finished):
                     done.append((job, "", [], item))
-                    yield sse(shape.last(job, item, alone=len(jobs) == 1 and not include_usage))
+                    yield sse(shape.last(job, item, alone=len(jobs) == 1 and not include_usage,
+                                         piece=held.pop(job.index, None)))
                     if len(done) == len(jobs):
                         break
                 else:
-                    yield sse(shape.chunk(job, item.text, item.logprobs, reasoning=item.reasoning))
+                    piece = joined(held.pop(job.index, None), item)
+                    if piece.final or (job.logprobs is not None and not piece.logprobs):
+                        held[job.index] = piece
+                    else:
+                        yield sse(shape.chunk(job, piece.text, piece.logprobs, reasoning=piece.reasoning))
                 job, item = await merged.next()
             if include_usage or len(jobs) > 1:
                 yield sse(shape.usage_chunk(sorted(done, key=lambda d: d[0].index)))
@@ -134,6 +145,19 @@ async def respond(service: Service, jobs: Sequence[Job], stream: bool, request: 
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def joined(earlier: Optional[Piece], piece: Piece) -> Piece:
+    """Two pieces of one choice as one, ``earlier`` first (its thinking, if any, comes before
+    any content of ``piece``: a reply does not think again once it answers).
+
+    >>> joined(Piece("a", [["a", -1.0, []]]), Piece("b", [], final=True))
+    Piece(text='ab', logprobs=[['a', -1.0, []]], reasoning='', final=True)
+    """
+    if earlier is None:
+        return piece
+    return Piece(earlier.text + piece.text, earlier.logprobs + piece.logprobs,
+                 earlier.reasoning + piece.reasoning, piece.final)
 
 
 async def _collect(merged: Merged, jobs: Sequence[Job]):

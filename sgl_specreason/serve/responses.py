@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Optional, Sequence, Tuple
 
 from sgl_specreason.serve.jobs import Job
-from sgl_specreason.serve.runs import Finished
+from sgl_specreason.serve.runs import Finished, Piece
 from sgl_specreason.trace import BASE, DRAFT, ProblemResult
 
 
@@ -160,13 +160,16 @@ class ChatShape:
                 "choices": [{"index": job.index, "delta": delta, "finish_reason": finish,
                              "logprobs": self._logprobs(job, entries) if text is not None else None}]}
 
-    def last(self, job: Job, end: Finished, alone: bool) -> dict:
-        """The chunk that ends a choice; alone (the only choice, and no separate usage chunk asked
-        for): with the usage and the field."""
-        out = self.chunk(job, None, [], end.finish_reason)
-        # no text, as SGLang's /v1 writes it: the fields of a delta, null (programs written for
-        # SGLang read delta.reasoning_content of every chunk)
-        out["choices"][0]["delta"].update(content=None, reasoning_content=None)
+    def last(self, job: Job, end: Finished, alone: bool, piece: Optional[Piece] = None) -> dict:
+        """The chunk that ends a choice, on its last ``piece`` of text where it has one; alone
+        (the only choice, and no separate usage chunk asked for): with the usage and the field."""
+        if piece is not None:
+            out = self.chunk(job, piece.text, piece.logprobs, end.finish_reason, reasoning=piece.reasoning)
+        else:
+            out = self.chunk(job, None, [], end.finish_reason)
+            # no text, as SGLang's /v1 writes it: the fields of a delta, null (programs written
+            # for SGLang read delta.reasoning_content of every chunk)
+            out["choices"][0]["delta"].update(content=None, reasoning_content=None)
         if alone:
             out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
         return out
@@ -205,8 +208,8 @@ class CompletionShape(ChatShape):
         self.sent[job.index] = offset + len(text)
         return {**self.head, "choices": [self._choice(job, text, entries, finish, offset)]}
 
-    def last(self, job: Job, end: Finished, alone: bool) -> dict:
-        out = self.chunk(job, "", [], end.finish_reason)
+    def last(self, job: Job, end: Finished, alone: bool, piece: Optional[Piece] = None) -> dict:
+        out = self.chunk(job, piece.text if piece else "", piece.logprobs if piece else [], end.finish_reason)
         if alone:
             out.update(usage=usage(end.result), specreason=extension(end.result, job, self.scored_by))
         return out

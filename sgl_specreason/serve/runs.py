@@ -137,6 +137,9 @@ class Piece:
     logprobs: list = field(default_factory=list)
     #: thinking, sent apart from ``text`` (``reasoning_content``; ``reasoning.ReasoningSplit``)
     reasoning: str = ""
+    #: the run's last text: ``Finished`` is all that follows, so a stream can send the two as
+    #: one chunk (the run's end on its last tokens)
+    final: bool = False
 
 
 class Aligner:
@@ -171,18 +174,25 @@ async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
     """The text of a run as it is kept (one piece per step; a chat's closing answer last), then
     ``Finished``; an ``ApiError`` if the run failed. With ``job.thinking``, each piece's
     thinking is apart from its content (the log-probabilities stay with the piece: they cover
-    every kept token, thinking included)."""
+    every kept token, thinking included). The piece of the run's last text is ``final``: a step
+    that the program marked ``Step.final`` (it ends the run, and no answer follows) or that hit
+    a stop string, sent as soon as it is kept, or else the closing answer. A run whose last
+    step was not marked (a solver that does not set ``Step.final``) has none: its end comes
+    alone."""
     job = run.job
     scan = StopScan(job.stops if job.is_chat else ())  # a completion's stops are the program's
     split = ReasoningSplit(job.thinking) if job.thinking is not None else None
     reasoning: List[str] = []
 
-    def piece(text: str, entries: list, answer: bool = False) -> Piece:
+    def piece(text: str, entries: list, answer: bool = False, final: bool = False) -> Piece:
         if split is None:
-            return Piece(text, entries)
+            return Piece(text, entries, final=final)
         thought, said = (split.answer if answer else split.feed)(text)
+        if final:  # nothing follows: what the split held back (the start of a marker?) goes too
+            more = split.flush()
+            thought, said = thought + more[0], said + more[1]
         reasoning.append(thought)
-        return Piece(said, entries, thought)
+        return Piece(said, entries, thought, final)
 
     tokens = Aligner()
     steps: List[Step] = []
@@ -197,12 +207,15 @@ async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
             steps.append(item)
             joined += piece_text
             out = scan.feed(piece_text)
+            if item.final:  # nothing follows: no stop string can begin in what was held back
+                out += scan.flush()
             if out or not scan.stops:  # one piece per kept step, even an empty first one
-                yield piece(out, tokens.upto(scan.sent))
+                yield piece(out, tokens.upto(scan.sent), final=item.final or scan.stopped)
             if scan.stopped:
                 run.cancel()  # the text is over: the rest of the run is not wanted
         elif kind == "done" or (kind == "error" and scan.stopped):
             result = item if kind == "done" else ProblemResult(job.id, "", "specreason", steps=steps)
+            last = None
             if not scan.stopped:
                 rest = result.text[len(joined):] if result.text.startswith(joined) else ""
                 answer = result.answer_logprobs or []  # the answer ends the text; what precedes it
@@ -211,12 +224,14 @@ async def outputs(run: Run) -> AsyncIterator[Union[Piece, Finished]]:
                 tokens.add(rest[cut:], answer)
                 out = scan.feed(rest) + scan.flush()
                 if out:
-                    yield piece(out, tokens.upto(scan.sent), answer=True)
-            if split is not None:
+                    last = piece(out, tokens.upto(scan.sent), answer=True, final=True)
+            if split is not None and last is None:
                 thought, said = split.flush()
                 reasoning.append(thought)
                 if thought or said:
-                    yield Piece(said, [], thought)
+                    last = Piece(said, [], thought, final=True)
+            if last is not None:
+                yield last
             yield Finished(result, _finish_reason(job, result, scan.stopped),
                            None if split is None else "".join(reasoning))
             return
