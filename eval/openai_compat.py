@@ -36,11 +36,6 @@ MODEL = "smollm2-135m"
 API_KEY = "sk-123456"
 #: why a case fails, where serve differs from SGLang's /v1 by design (the report quotes it)
 WHY = {
-    "test_completion_stream": "serve streams a kept step as soon as it is judged, before it can know that the "
-                              "step is the last; the end then comes in a chunk of its own with finish_reason and "
-                              "no tokens, whose logprobs are empty. SGLang streams token by token and sets "
-                              "finish_reason on the chunk of the last token, and the suite reads "
-                              "`logprobs.tokens[0]` of every chunk.",
     "test_penalty": "serve refuses frequency_penalty / presence_penalty with a 400 unless the request is "
                     "routed to the base runtime's constrained decoding: a SpecReason run's tokens come from "
                     "two models and a penalty applied in one of them would not mean what the field says.",
@@ -48,10 +43,10 @@ WHY = {
 
 
 def serve_command(port: int, log_dir: Path, name: str) -> List[str]:
-    """``serve`` on the local SmolLM2 pair, with a judge that reads the step's log-probabilities
-    (so that logprobs can be served), the suite's API key, and a reasoning budget of 512 tokens
-    (the suite's chat cases set no max_tokens; the default budget would take an hour a request
-    on a CPU)."""
+    """``serve`` on the local SmolLM2 pair, with the judge the earlier reports ran (every judge
+    serves logprobs now; this one is kept so that reruns compare), the suite's API key, and a
+    reasoning budget of 512 tokens (the suite's chat cases set no max_tokens; the default budget
+    would take an hour a request on a CPU)."""
     return [sys.executable, "-m", "sgl_specreason.cli", "serve", "--port", str(port), "--draft-model", MODEL,
             "--base-model", MODEL, "--max-total-tokens", "8192", "--threads", "1", "--log-dir", str(log_dir),
             "--score-method", "likelihood-numbers", "--threshold", "6", "--api-key", API_KEY,
