@@ -15,7 +15,10 @@ from starlette.exceptions import HTTPException
 from sgl_specreason.calls import Role
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.serve.errors import ApiError, validation_error
+from sgl_specreason.serve.files import FileStore
 from sgl_specreason.serve.answering import Answerer
+from sgl_specreason.serve.batch_routes import batch_router
+from sgl_specreason.serve.batches import Batches
 from sgl_specreason.serve.replies import respond
 from sgl_specreason.serve.runs import ServeSettings, Service
 from sgl_specreason.serve.schema import ChatRequest, CompletionRequest
@@ -24,23 +27,27 @@ from sgl_specreason.serve.stats import RequestTimer
 
 
 class _BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"the body is larger than {limit} bytes (--max-body-bytes)")
+    def __init__(self, limit: int, flag: str):
+        super().__init__(413, f"the body is larger than {limit} bytes ({flag})")
 
 
 class _BodyLimit:
     """ASGI middleware: refuse a body over ``limit`` bytes, by its Content-Length or as it
-    arrives (chunked)."""
+    arrives (chunked); an upload to ``/v1/files`` may take ``file_limit`` (a batch's input)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, file_limit: int):
+        self.app, self.body_limit, self.file_limit = app, limit, file_limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        upload = scope.get("path") == "/v1/files"
+        # the multipart form around a file takes a little more than the file itself
+        limit = self.file_limit + (1 << 16) if upload else self.body_limit
+        flag = "--max-file-bytes" if upload else "--max-body-bytes"
         length = dict(scope.get("headers") or ()).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            error = ApiError(413, f"the body is larger than {self.limit} bytes (--max-body-bytes)")
+        if length is not None and length.isdigit() and int(length) > limit:
+            error = ApiError(413, f"the body is larger than {limit} bytes ({flag})")
             return await error.response()(scope, receive, send)
         seen = 0
 
@@ -49,8 +56,8 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge(self.limit)
+                if seen > limit:
+                    raise _BodyTooLarge(limit, flag)
             return message
 
         await self.app(scope, limited, send)
@@ -63,16 +70,26 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
     solver = solver or ProgramSolver(roles, settings.mode)
     service = Service(solver, settings)
     answerer = Answerer(service, cfg, settings, roles)
+    batches = None
+    if settings.data_dir is not None:
+        files = FileStore(settings.data_dir / "files", settings.files_keep_s)
+        batches = Batches(settings.data_dir / "batches", files, answerer, settings.batch_share,
+                          settings.max_batch_lines)
 
     @asynccontextmanager
     async def lifespan(_app):
+        if batches is not None:
+            batches.start()  # unfinished batches of an earlier run first
         yield
+        if batches is not None:
+            await batches.stop()  # before the runs are aborted: an aborted line is not written
         await service.close()
 
     app = FastAPI(title="sgl-specreason", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.service = service
-    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.state.batches = batches
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes, file_limit=settings.max_file_bytes)
     app.add_middleware(RequestTimer, stats=service.stats)  # outermost: it sees every response
 
     @app.exception_handler(ApiError)
@@ -95,6 +112,8 @@ def create_app(roles: Optional[Dict[str, Role]], cfg: SpecReasonConfig,
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
             raise ApiError(401, "a valid API key is needed: Authorization: Bearer <key> (the server's "
                                 "--api-key)", code="invalid_api_key")
+
+    app.include_router(batch_router(settings, check_key, lambda: batches))
 
     @app.get("/health")
     async def health():

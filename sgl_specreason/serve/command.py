@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+from pathlib import Path
 from typing import Optional
 
 from sgl_specreason.config import SpecReasonConfig
@@ -47,6 +48,18 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
                             "when streamed), its answer in content, as SGLang's --reasoning-parser returns "
                             "them; --no-separate-reasoning: one content, thinking and answer together. A "
                             "request's separate_reasoning overrides it (default on)")
+    group.add_argument("--data-dir", type=Path,
+                       help="where /v1/files and /v1/batches keep files and batch state; a restarted serve "
+                            "resumes its unfinished batches from it (default: no batch endpoints)")
+    group.add_argument("--batch-slots", type=positive_int,
+                       help="run slots batch lines may hold at once, of --max-in-flight (default half, at "
+                            "least 1); a batch line starts only when no live request waits for a slot")
+    group.add_argument("--max-file-bytes", type=positive_int, default=200 << 20,
+                       help="largest file uploaded to /v1/files (default 200 MiB)")
+    group.add_argument("--max-batch-lines", type=positive_int, default=50_000,
+                       help="requests one batch may hold (default 50000)")
+    group.add_argument("--files-keep-days", type=float, default=30.0,
+                       help="days a file (batch input, output, errors) is kept unless deleted (default 30)")
     group.add_argument("--served-model-name", default="specreason",
                        help="the model name /v1/models lists (default specreason; requests may name any)")
 
@@ -108,7 +121,9 @@ def serve(args) -> int:
     settings = ServeSettings(model_name=args.served_model_name, api_key=args.serve_api_key,
                              max_in_flight=args.max_in_flight, max_queue=args.max_queue,
                              max_body_bytes=args.max_body_bytes, mode=args.mode,
-                             separate_reasoning=args.separate_reasoning)
+                             separate_reasoning=args.separate_reasoning, data_dir=args.data_dir,
+                             batch_slots=args.batch_slots, max_file_bytes=args.max_file_bytes,
+                             max_batch_lines=args.max_batch_lines, files_keep_s=args.files_keep_days * 86400)
     opts = runtime_options(args, args.max_in_flight)
     if args.dry_run:
         print(f"# would serve http://{args.host}:{args.port}/v1 once the runtimes below are ready")

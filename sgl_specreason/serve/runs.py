@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, List, Optional, Tuple, Union
 
 from sgl_specreason.calls import CancelScope
@@ -38,11 +39,26 @@ class ServeSettings:
     separate_reasoning: bool = True
     #: seconds the shutdown waits for the runs it aborted to end
     abort_wait_s: float = 5.0
+    #: where ``/v1/files`` and ``/v1/batches`` keep files and batch state; None: no batches
+    data_dir: Optional[Path] = None
+    #: run slots batch lines may hold at once (None: half of ``max_in_flight``, at least 1)
+    batch_slots: Optional[int] = None
+    max_file_bytes: int = 200 << 20  # largest upload to /v1/files (OpenAI's limit)
+    max_batch_lines: int = 50_000  # requests in one batch (OpenAI's limit)
+    files_keep_s: float = 30 * 24 * 3600  # how long a file is kept unless deleted (OpenAI's 30 days)
+
+    @property
+    def batch_share(self) -> int:
+        """The run slots batch lines may hold at once."""
+        return self.batch_slots or max(1, self.max_in_flight // 2)
 
     def __post_init__(self):
         if self.max_in_flight < 1 or self.max_queue < 0 or self.max_body_bytes < 1:
             raise ConfigError(f"max_in_flight and max_body_bytes must be at least 1 and max_queue "
                               f"at least 0, got {self.max_in_flight}, {self.max_body_bytes}, {self.max_queue}")
+        if self.batch_slots is not None and not 1 <= self.batch_slots <= self.max_in_flight:
+            raise ConfigError(f"--batch-slots must be from 1 to --max-in-flight ({self.max_in_flight}), "
+                              f"got {self.batch_slots}")
 
 
 class Run:
