@@ -13,7 +13,8 @@ prompt continued step by step by the ``continuation`` program, as the drop-in ba
 a long ``gen``), ``GET /v1/models``, ``GET /health`` and ``GET /stats`` (requests answered and
 failed, and the server's own time per request: ``Stats``). Each request is one SpecReason run
 on a worker thread; at most ``max_in_flight`` run at once, up to ``max_queue`` more wait, and
-the next one gets 429.
+the next one gets 429. With ``ServeSettings.data_dir`` (``--data-dir``), ``/v1/files`` and
+``/v1/batches`` run OpenAI Batch files on the same slots, behind the live requests (``batches``).
 
 What a response carries besides OpenAI's fields:
 
