@@ -179,7 +179,7 @@ def test_bad_lines_are_reported_by_line_and_skipped_or_rejected(roles, tmp_path,
         json.dumps({"id": "p0", "question": "again?"})])
     assert batch("http://127.0.0.1:9", data, out, "--on-bad-line", "reject") == 2  # before any runtime
     err = capsys.readouterr().err
-    for where in (f"{data}:2: not JSON", f"{data}:3: no 'question' field", f"{data}:4: problem e: the question is empty",
+    for where in (f"{data}:2: not JSON", f"{data}:3: give one of 'question', 'messages' or 'prompt', got none of them", f"{data}:4: problem e: the question is empty",
                   f"{data}:5: duplicate id 'p0' (first on line 1)"):
         assert where in err, err
     assert "4 bad input line(s)" in err and not out.exists()

@@ -57,12 +57,16 @@ def test_a_chat_completion(served):
     url, _ = served
     reply = client(url).chat.completions.create(model="specreason", messages=MESSAGES,
                                                 extra_body={"specreason": {"trace": True}})
-    text = reply.choices[0].message.content
+    message = reply.choices[0].message
     ext = reply.model_extra["specreason"]
     steps = ext["trace"]["steps"]
-    assert steps and text.startswith("\n\n".join(step["text"] for step in steps))
+    # the paper's prompt opens thinking: the kept steps are the reasoning, the closing answer
+    # (if one was asked) the content, as SGLang's reasoning parser splits them
+    thinking = message.model_extra["reasoning_content"]
+    assert steps and thinking.split() == "\n\n".join(step["text"] for step in steps).split()
     assert reply.choices[0].finish_reason in ("stop", "length")
     answer = ext["trace"]["answer_call"]
+    assert bool(message.content) == bool(answer)
     assert reply.usage.completion_tokens == sum(s["kept_tokens"] for s in steps) + (
         answer["completion_tokens"] if answer else 0)
     assert reply.usage.prompt_tokens > 20  # the conversation, as the first call read it
@@ -79,11 +83,11 @@ def test_a_streamed_chat_joins_to_the_steps_of_its_trace(served):
     chunks = list(client(url).chat.completions.create(
         model="specreason", messages=MESSAGES, stream=True, extra_body={"specreason": {"trace": True}}))
     *pieces, last = chunks
-    texts = [c.choices[0].delta.content for c in pieces]
+    thinking = [c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in pieces]
     steps = last.model_extra["specreason"]["trace"]["steps"]
     joined = "\n\n".join(step["text"] for step in steps)
-    assert "".join(texts[:len(steps)]) == joined  # one chunk per kept step
-    assert len(texts) in (len(steps), len(steps) + 1)  # then the closing answer, if one was asked
+    assert "".join(thinking[:len(steps)]).split() == joined.split()  # one chunk per kept step
+    assert len(pieces) in (len(steps), len(steps) + 1)  # then the closing answer, if one was asked
     assert last.choices[0].finish_reason in ("stop", "length") and last.usage.completion_tokens > 0
 
 
