@@ -4,10 +4,10 @@ renders for the same messages, so that neither can drift from the other unseen.
 The models' tokenizers come from their converted folders where they were prepared, else from
 the head of their GGUF files (``models.tokenizer``: the first package only, seconds each)."""
 
-import functools
 
 import pytest
 
+from own_templates import offline_tokenizer
 from sgl_specreason import models
 from sgl_specreason.errors import ModelError
 from sgl_specreason.templates import (
@@ -27,16 +27,8 @@ CHOICES = ["4", "5", "6"]
 STEPS = ["Tom starts with 3 apples.", "He buys 2 more: 3 + 2 = 5."]
 
 
-@functools.lru_cache(maxsize=None)
-def own_tokenizer(name):
-    try:
-        return models.tokenizer(name)
-    except ModelError as e:  # its package cannot be installed here (no package index)
-        pytest.skip(f"{name}'s tokenizer is not available: {e}")
-
-
 def rendered(name, messages):
-    return own_tokenizer(name).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return offline_tokenizer(name).apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
