@@ -17,5 +17,6 @@ def solve(roles, **changes):
     assert state.error() is None
     result = state.ret_value
     assert result.error is None, result.error
-    assert result.steps and result.stop_reason in ("finished", "repeated", "budget")
+    # a run ends at an answer, a repeated step, the budget, or a kept step that ended the text
+    assert result.steps and result.stop_reason in ("finished", "repeated", "budget", "ended")
     return result
