@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     records = merged(args.out_dir / "results.jsonl", records)
     (args.out_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    command = f"python -m eval.openai_compat --suite {args.suite} --out-dir {args.out_dir}"
+    # the suite is a file of SGLang's repository, wherever the reader keeps it
+    command = f"python -m eval.openai_compat --suite PATH/TO/{Path(args.suite).name} --out-dir {args.out_dir}"
     if list(args.cases) != list(CASES):  # some cases rerun: the report holds both runs
         command += "\n# then, for the cases rerun:\n" + command + " --cases " + " ".join(args.cases)
     (args.out_dir / "README.md").write_text(report(records, command), encoding="utf-8")
