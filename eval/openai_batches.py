@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.eval.openai_compat import wait_healthy
 from sgl_specreason.runner import RuntimeOptions, open_runtimes
 from sgl_specreason.runtime import free_port
 
@@ -81,22 +82,6 @@ def start_serve(port: int, urls: Dict[str, str], data_dir: Path, log: Path, slot
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited with {process.returncode} while starting")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"serve at {url} was not ready in {timeout:g} s")
-
-
 def served(input_path: Path, work: Path, urls: Dict[str, str], slots: int, kill_at: float) -> dict:
     """The file through /v1/batches; serve SIGKILLed once ``kill_at`` of the lines are done, then
     restarted on the same data dir."""
@@ -106,7 +91,7 @@ def served(input_path: Path, work: Path, urls: Dict[str, str], slots: int, kill_
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     process = start_serve(port, urls, data_dir, log, slots)
-    wait_ready(url, process)
+    wait_healthy(url, process)
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=2)
     with input_path.open("rb") as handle:
         upload = client.files.create(file=handle, purpose="batch")
@@ -124,7 +109,7 @@ def served(input_path: Path, work: Path, urls: Dict[str, str], slots: int, kill_
     process.wait()
     process = start_serve(port, urls, data_dir, log, slots)
     try:
-        wait_ready(url, process)
+        wait_healthy(url, process)
         while True:
             state = client.batches.retrieve(batch.id)
             if state.status in ("completed", "failed", "cancelled", "expired"):
