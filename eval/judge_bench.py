@@ -175,10 +175,11 @@ def judge_pair_step(base, pair: Pair, variant: str, cfg: SpecReasonConfig,
             "cost": {CALLS[kind]: call_cost(replies[kind]) for kind in asks}}
 
 
-def build_report(records: List[dict], methods: Optional[Sequence[str]] = None) -> dict:
+def build_report(records: List[dict], methods: Optional[Sequence[str]] = None,
+                 kinds: Sequence[str] = KINDS) -> dict:
     """Per method (``methods``, or every one the records hold a score of for every step):
-    AUROC (overall and per corruption kind), acceptance at THRESHOLDS, the best cut; per prompt
-    kind: mean new tokens and server time of a judge call."""
+    AUROC (overall and per corruption kind of ``kinds``), acceptance at THRESHOLDS, the best cut;
+    per prompt kind: mean new tokens and server time of a judge call."""
     if methods is None:  # no records: the judges a run would ask
         methods = (held_scores([r["scores"] for r in records]) if records
                    else [j.name for j in bench_judges()])
@@ -194,7 +195,7 @@ def build_report(records: List[dict], methods: Optional[Sequence[str]] = None) -
                "mean_original": float(np.mean(pos)) if pos else None,
                "mean_corrupted": float(np.mean(neg)) if neg else None,
                "by_kind": {}, "accept": {}}
-        for kind in KINDS:
+        for kind in kinds:
             sel = [p for p in complete if p["original"]["kind"] == kind]
             row["by_kind"][kind] = auroc([p["original"]["scores"][method] for p in sel],
                                          [p["corrupted"]["scores"][method] for p in sel])
@@ -210,22 +211,22 @@ def build_report(records: List[dict], methods: Optional[Sequence[str]] = None) -
         cost[kind] = {key: float(np.mean([c[key] for c in calls])) if calls else None
                       for key in ("prompt_tokens", "cached_tokens", "new_tokens", "server_s")}
     cost["step_tokens"] = float(np.mean([r["step_tokens"] for r in records])) if records else None
-    return {"rows": rows, "cost": cost, "markdown": markdown(rows, cost)}
+    return {"rows": rows, "cost": cost, "markdown": markdown(rows, cost, kinds)}
 
 
-def markdown(rows: List[dict], cost: dict) -> str:
+def markdown(rows: List[dict], cost: dict, kinds: Sequence[str] = KINDS) -> str:
     def f(x, digits=3):
         return "-" if x is None else f"{x:.{digits}f}"
 
-    lines = ["| method | pairs | AUROC | " + " | ".join(f"AUROC {k}" for k in KINDS)
+    lines = ["| method | pairs | AUROC | " + " | ".join(f"AUROC {k}" for k in kinds)
              + " | mean score orig / corrupted | best cut: accepted orig / corrupted "
              "| cut keeping 90 % of originals: corrupted accepted |",
-             "|---|---:|---:|" + "---:|" * len(KINDS) + "---|---|---|"]
+             "|---|---:|---:|" + "---:|" * len(kinds) + "---|---|---|"]
     for r in rows:
         best, keep = r["best"] or {}, r["keep90"] or {}
         lines.append(
             f"| {r['method']} | {r['pairs']} | {f(r['auroc'])} | "
-            + " | ".join(f(r["by_kind"][k]) for k in KINDS)
+            + " | ".join(f(r["by_kind"][k]) for k in kinds)
             + f" | {f(r['mean_original'], 2)} / {f(r['mean_corrupted'], 2)} | "
             f"{f(best.get('threshold'), 2)}: "
             f"{f(best.get('accept_original'), 2)} / {f(best.get('accept_corrupted'), 2)} | "

@@ -1,0 +1,195 @@
+"""Requests that are not math, through ``serve`` on real runtimes: does a run end where the model
+ends it, with no boxed answer, and what does speculation buy on them?
+
+    python -m eval.general_requests --out-dir eval/reports/general-requests
+
+Every request of ``eval/general_requests.jsonl`` (writing, explanation, code, SQL, advice, a
+summary, a translation, multi-turn follow-ups) is sent to ``sgl-specreason serve`` as a chat
+request with the plain framing (serve's default) and ``max_tokens`` 300, twice: as the server
+runs it (``specreason``: drafted and judged steps, with the judge serve picks for its pair) and
+with ``"specreason": {"speculate": "never"}`` (``never``: the base model writes every step, the
+baseline of the load tests). One request at a time, the two ways one after the other, so that
+wall times are those of one request alone. ``serve`` starts the default local CPU pair itself,
+exactly as a user's ``sgl-specreason serve`` does; ``--serve-flag`` adds flags.
+
+Each reply is appended to ``records.jsonl`` as it comes (the ``specreason`` one with its step
+trace: every draft, its score and what was kept, which ``eval.general_judges`` reads); a rerun
+goes on where it stopped. ``report.md`` gives per request: why it stopped, whether it holds
+``\\boxed``, tokens, wall time and acceptance, both ways, and the totals against the targets
+(at least 90 % of replies end by themselves; none holds ``\\boxed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from sgl_specreason.eval.serve_load.processes import Serve
+from sgl_specreason.runtime import free_port
+from sgl_specreason.store import ResultStore
+
+REQUESTS = Path(__file__).resolve().parent / "general_requests.jsonl"
+WAYS = {"specreason": {}, "never": {"speculate": "never"}}
+#: a reply that stopped for this reason ran into the cap
+CAPPED = "length"
+
+
+def load_requests(path: Path = REQUESTS) -> List[dict]:
+    """The committed requests: ``{"id", "kind", "messages"}`` per line."""
+    requests = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for i, request in enumerate(requests, 1):
+        missing = {"id", "kind", "messages"} - set(request)
+        if missing:
+            raise ValueError(f"{path} line {i}: missing {', '.join(sorted(missing))}")
+    return requests
+
+
+def chat(url: str, body: dict, timeout: float) -> dict:
+    """One chat completion: the reply's JSON, or ``{"error": ...}`` naming what failed."""
+    request = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as e:
+        return {"error": f"HTTP {e.code}: {e.read().decode(errors='replace')[:500]}"}
+    except OSError as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def record(request: dict, way: str, reply: dict, wall_s: float) -> dict:
+    """What the report needs of one reply."""
+    out = {"id": request["id"], "kind": request["kind"], "way": way, "wall_s": round(wall_s, 2)}
+    if "error" in reply:
+        return {**out, "error": reply["error"]}
+    choice = reply["choices"][0]
+    message, ext = choice["message"], choice.get("specreason") or {}
+    content, reasoning = message.get("content") or "", message.get("reasoning_content") or ""
+    usage = reply.get("usage") or {}
+    return {**out, "finish_reason": choice.get("finish_reason"), "stop_reason": ext.get("stop_reason"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"),
+            "boxed": "\\boxed" in content + reasoning, "steps": ext.get("steps"),
+            "acceptance": ext.get("acceptance"), "judge": ext.get("judge"), "threshold": ext.get("threshold"),
+            "content": content, "reasoning_content": reasoning, "trace": ext.get("trace")}
+
+
+def summary(records: List[dict]) -> Dict[str, dict]:
+    """Per way: replies, errors, ended by themselves, capped, holding ``\\boxed``, medians."""
+    out = {}
+    for way in WAYS:
+        rows = [r for r in records if r["way"] == way]
+        good = [r for r in rows if "error" not in r]
+        out[way] = {
+            "replies": len(rows), "errors": len(rows) - len(good),
+            "ended": sum(r["finish_reason"] != CAPPED for r in good),
+            "capped": sum(r["finish_reason"] == CAPPED for r in good),
+            "boxed": sum(r["boxed"] for r in good),
+            "median_wall_s": statistics.median([r["wall_s"] for r in good]) if good else None,
+            "median_tokens": statistics.median([r["completion_tokens"] for r in good]) if good else None,
+            "total_wall_s": sum(r["wall_s"] for r in good),
+            "total_tokens": sum(r["completion_tokens"] for r in good),
+        }
+    drafted = sum((r["steps"] or {}).get("drafted", 0) for r in records
+                  if r["way"] == "specreason" and "error" not in r)
+    kept = sum((r["steps"] or {}).get("kept", 0) for r in records if r["way"] == "specreason" and "error" not in r)
+    out["specreason"]["drafted_steps"], out["specreason"]["kept_drafts"] = drafted, kept
+    return out
+
+
+def report(records: List[dict], command: str) -> str:
+    def fmt(x, spec="g"):
+        return "-" if x is None else format(x, spec)
+
+    by = {(r["id"], r["way"]): r for r in records}
+    rows = ["| request | kind | way | finish (stop reason) | `\\boxed` | tokens (thinking) | wall s | "
+            "steps drafted / kept | acceptance |", "|---|---|---|---|---|---:|---:|---|---:|"]
+    for request in load_requests():
+        for way in WAYS:
+            r = by.get((request["id"], way))
+            if r is None:
+                continue
+            if "error" in r:
+                rows.append(f"| {r['id']} | {r['kind']} | {way} | error: {r['error'][:80]} | | | | | |")
+                continue
+            steps = r["steps"] or {}
+            rows.append(f"| {r['id']} | {r['kind']} | {way} | {r['finish_reason']} ({r['stop_reason']}) | "
+                        f"{'YES' if r['boxed'] else 'no'} | {r['completion_tokens']} ({r['reasoning_tokens']}) | "
+                        f"{r['wall_s']:.1f} | {steps.get('drafted', 0)} / {steps.get('kept', 0)} | "
+                        f"{fmt(r['acceptance'], '.2f')} |")
+    s = summary(records)
+    lines = ["| way | replies | errors | ended by themselves | ran into the cap | hold `\\boxed` | "
+             "median tokens | median wall s | total wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for way, t in s.items():
+        share = f" ({t['ended'] / (t['replies'] - t['errors']):.0%})" if t["replies"] > t["errors"] else ""
+        lines.append(f"| {way} | {t['replies']} | {t['errors']} | {t['ended']}{share} | {t['capped']} | "
+                     f"{t['boxed']} | {fmt(t['median_tokens'])} | {fmt(t['median_wall_s'], '.1f')} | "
+                     f"{t['total_wall_s']:.0f} |")
+    sr, nv = s["specreason"], s["never"]
+    judge = next((f"{r['judge']} >= {r['threshold']:g}" for r in records
+                  if r["way"] == "specreason" and r.get("judge")), "-")
+    ratio = (f"{nv['total_wall_s'] / sr['total_wall_s']:.2f}x" if sr["total_wall_s"] and nv["total_wall_s"] else "-")
+    return "\n".join([
+        "# General requests through serve (plain framing, max_tokens 300)", "",
+        "```", command, "```", "",
+        f"The judge serve used: {judge}. Drafted steps {sr['drafted_steps']}, kept "
+        f"{sr['kept_drafts']}. Total wall time of never over specreason on the same requests: {ratio}.",
+        "", *lines, "", "Per request:", "", *rows, ""]) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.general_requests", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=Path, default=Path("eval/reports/general-requests"))
+    parser.add_argument("--max-tokens", type=int, default=300)
+    parser.add_argument("--max-total-tokens", type=int, default=16384, help="each local runtime's KV pool")
+    parser.add_argument("--request-timeout", type=float, default=1800)
+    parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
+                        help="one more serve flag (repeat it; e.g. --serve-flag=--score-method=likelihood)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the records")
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(args.out_dir / "records.jsonl")
+    command = "python -m eval.general_requests " + " ".join(argv if argv is not None else sys.argv[1:])
+    done = store.done(lambda r: (r["id"], r["way"]), require="way")
+    todo = [(q, way) for q in load_requests() for way in WAYS if (q["id"], way) not in done]
+    if todo and not args.report_only:
+        port = free_port()
+        serve = Serve([sys.executable, "-m", "sgl_specreason.cli", "serve", "--port", str(port),
+                       "--max-total-tokens", str(args.max_total_tokens), "--threads", "1", "--seed", "0",
+                       "--log-dir", str(args.out_dir / "logs"), *args.serve_flag],
+                      args.out_dir / "logs" / "serve.log", f"http://127.0.0.1:{port}")
+        serve.start()
+        try:
+            serve.wait_ready(1800)
+            with store.append() as writer:
+                for i, (request, way) in enumerate(todo, 1):
+                    body = {"model": "specreason", "messages": request["messages"], "max_tokens": args.max_tokens,
+                            "specreason": {"trace": True, **WAYS[way]}}
+                    started = time.perf_counter()
+                    reply = chat(serve.url, body, args.request_timeout)
+                    row = record(request, way, reply, time.perf_counter() - started)
+                    writer.write(row)
+                    print(f"[{i}/{len(todo)}] {request['id']} {way}: "
+                          + (row["error"] if "error" in row else
+                             f"{row['finish_reason']} ({row['stop_reason']}) {row['completion_tokens']} tokens "
+                             f"{row['wall_s']:.1f} s acceptance {row['acceptance']}"), flush=True)
+        finally:
+            serve.stop()
+    records = list(store.final(lambda r: (r["id"], r["way"]), "way").values())
+    text = report(records, command)
+    (args.out_dir / "report.md").write_text(text, encoding="utf-8")
+    (args.out_dir / "summary.json").write_text(json.dumps(summary(records), indent=1) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
