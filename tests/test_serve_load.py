@@ -57,6 +57,33 @@ def test_the_plan_runs_each_level_through_serve_then_on_the_base_runtime_then_th
         sl.plan([1, 8], [4], 128, 64, None)
 
 
+def test_beside_batch_runs_follow_each_level_and_leave_the_other_runs_keys_alone():
+    runs = sl.plan([1, 8, 32], [4, 16, 32], 128, 64, (200, 32, 32, 8), batch_lines=200)
+    assert [(r.kind, r.target, r.concurrency) for r in runs][:3] == [
+        ("level", "serve", 1), ("level", "base", 1), ("beside-batch", "serve", 1)]
+    assert [r.key(SETUP) for r in runs if r.kind != sl.BESIDE] == [r.key(SETUP) for r in RUNS]
+    beside = [r for r in runs if r.kind == sl.BESIDE]
+    assert [r.name for r in beside][0] == "beside-batch-serve-c1-n4-in128-out64-batch200"
+    assert len(beside) == 3 and all(r.batch_lines == 200 for r in beside)
+    ports = sl.Ports(8000, 30001, 30000)
+    assert "--data-dir" not in sl.serve_command(SETUP, ports, Path("logs"), 256)
+    cmd = sl.serve_command(SETUP, ports, Path("logs"), 256, data_dir=Path("work/serve-data"))
+    assert cmd[cmd.index("--data-dir") + 1] == "work/serve-data"
+    serve_cmd, _ = sl.shown_commands(runs, SETUP)
+    assert "--data-dir logs/serve-load/serve-data" in serve_cmd
+
+
+def test_a_level_beside_a_batch_is_checked_with_what_the_batch_did():
+    run = sl.plan([8], [16], 128, 64, None, batch_lines=50)[-1]
+    record = {**record_for(run), "batch": {"lines": 50, "done_during_run": 12}}
+    [verdict] = [v for v in sl.verdicts([record]) if "beside" in v]
+    assert verdict.startswith("- met: serve's own time per request < 5 ms at concurrency 8 while a batch ran "
+                              "beside the live requests (12 of its 50 lines answered during the run): p50 1.50 ms")
+    failed = {**record, "error": "the batch beside the run answered no line during it"}
+    assert [v for v in sl.verdicts([failed]) if "beside" in v][0].startswith("- NOT met")
+    assert "| beside-batch | serve | 8 | 16 | 0 |" in sl.table([record])
+
+
 def test_a_rerun_skips_the_runs_done_and_retries_those_that_failed(tmp_path):
     store = ResultStore(tmp_path / "report.jsonl", log=lambda line: None)
     with store.append() as writer:
@@ -283,7 +310,7 @@ def test_the_measurement_starts_serve_records_each_run_and_stops_serve(tmp_path,
     tests = str(Path(__file__).parent)
     holder = {}
 
-    def serve_command(setup, ports, log_dir, max_queue, python=sys.executable):
+    def serve_command(setup, ports, log_dir, max_queue, python=sys.executable, data_dir=None):
         holder["ports"] = ports
         return [python, "-c", FAKE_SERVE.format(tests=tests, port=ports.serve)]
 

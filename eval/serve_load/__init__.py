@@ -16,9 +16,13 @@ What it does:
 3. samples serve's resident memory (psutil) and its request count (``GET /stats``) through every
    run, and reads serve's own time per request (``GET /stats``: the time from a request's
    arrival to its response's last byte, less the wait for a run slot and the SpecReason run);
-4. sends a long run (200 short requests) through serve: its memory at the first and the last
+4. with ``--beside-batch-lines N``, runs each level through serve once more while an OpenAI batch
+   of N chat lines (``eval/general_requests.jsonl``'s messages) runs on serve's ``/v1/batches``
+   beside the live requests: serve's own time per live request with batch lines holding run
+   slots, and how many lines the batch answered meanwhile;
+5. sends a long run (200 short requests) through serve: its memory at the first and the last
    request should be within 10 %;
-5. writes ``report.jsonl`` (one line per run, appended as each run ends; a rerun skips the runs
+6. writes ``report.jsonl`` (one line per run, appended as each run ends; a rerun skips the runs
    already there and retries those that failed), ``README.md`` (a table and the commands) and
    ``serve_load.png`` to ``--out`` (default ``eval/reports/serve-load``).
 
@@ -45,6 +49,8 @@ One concept per module:
 - ``bench``: the load generator's command line and its result line;
 - ``record``: serve's own figures (overhead percentiles, stream errors, memory) and the JSON
   line of one run;
+- ``beside``: the OpenAI batch a ``beside-batch`` run submits to serve before its load generator
+  starts, and cancels when it ends;
 - ``processes``: the child processes (serve and its runtimes, the load generator) and the
   sampler that watches serve;
 - ``measurement``: one measurement, run after run, each record appended as it ends;
@@ -57,6 +63,7 @@ from sgl_specreason.eval.serve_load.command import main, parse_args, shown_comma
 from sgl_specreason.eval.serve_load.measurement import measure, write_prompts
 from sgl_specreason.eval.serve_load.runs import (
     BASE,
+    BESIDE,
     LEVEL,
     MEMORY,
     SERVE,
@@ -84,7 +91,7 @@ __all__ = [
     "BENCH_FIELDS", "BENCH_MODULE", "bench_command", "bench_figures", "read_bench",
     "main", "parse_args", "shown_commands",
     "measure", "write_prompts",
-    "BASE", "LEVEL", "MEMORY", "SERVE", "Run", "Setup", "final_records", "plan", "record_key", "remaining",
+    "BASE", "BESIDE", "LEVEL", "MEMORY", "SERVE", "Run", "Setup", "final_records", "plan", "record_key", "remaining",
     "REPO", "Ports", "Sampler", "Serve", "get_json", "post", "run_bench", "serve_command",
     "MEMORY_TOLERANCE", "make_record", "memory_check", "new_overheads", "percentiles", "rss_summary",
     "stream_errors", "thin",

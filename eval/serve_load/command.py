@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from sgl_specreason.eval.serve_load.bench import bench_command
 from sgl_specreason.eval.serve_load.measurement import measure
-from sgl_specreason.eval.serve_load.runs import SERVE, Run, Setup, final_records, plan, remaining
+from sgl_specreason.eval.serve_load.runs import BESIDE, SERVE, Run, Setup, final_records, plan, remaining
 from sgl_specreason.eval.serve_load.processes import REPO, Ports, serve_command
 from sgl_specreason.eval.serve_load.report import verdicts, write_report
 from sgl_specreason.store import ResultStore
@@ -27,7 +27,9 @@ def shown_commands(runs: Sequence[Run], setup: Setup) -> Tuple[str, List[str]]:
     work = Path("logs/serve-load")
     folder = f"~/.cache/sgl-specreason/models/{setup.model}/hf" if "/" not in setup.model else setup.model
     max_queue = max([256] + [r.concurrency for r in runs])
-    serve = shlex.join(["sgl-specreason"] + serve_command(setup, ports, work / "logs", max_queue)[3:])
+    data_dir = work / "serve-data" if any(r.kind == BESIDE for r in runs) else None
+    serve = shlex.join(["sgl-specreason"] + serve_command(setup, ports, work / "logs", max_queue,
+                                                          data_dir=data_dir)[3:])
     benches = []
     for run in runs:
         through_serve = run.target == SERVE
@@ -52,6 +54,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--input-len", type=int, default=128, help="--random-input-len")
     p.add_argument("--output-len", type=int, default=64, help="--random-output-len (serve's token budget)")
     p.add_argument("--range-ratio", type=float, default=d.range_ratio, help="--random-range-ratio")
+    p.add_argument("--beside-batch-lines", type=int, default=0,
+                   help="also run each level through serve while an OpenAI batch of this many chat lines runs on "
+                        "serve's /v1/batches beside it (0: no such runs)")
     p.add_argument("--memory-requests", type=int, default=200, help="requests of the memory run (0: none)")
     p.add_argument("--memory-concurrency", type=int, default=32)
     p.add_argument("--memory-input-len", type=int, default=32)
@@ -85,7 +90,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.memory_requests > 0:
         memory = (args.memory_requests, args.memory_concurrency, args.memory_input_len, args.memory_output_len)
     try:
-        runs = plan(args.concurrency, args.num_prompts, args.input_len, args.output_len, memory)
+        runs = plan(args.concurrency, args.num_prompts, args.input_len, args.output_len, memory,
+                    args.beside_batch_lines)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

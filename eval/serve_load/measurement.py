@@ -7,13 +7,15 @@ everything it started, whatever happens. The prompt file it points the load gene
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
 from typing import List, Sequence
 
 from sgl_specreason.eval.serve_load.bench import bench_command, read_bench
-from sgl_specreason.eval.serve_load.runs import SERVE, Run, Setup
+from sgl_specreason.eval.serve_load.beside import BatchBeside
+from sgl_specreason.eval.serve_load.runs import BESIDE, SERVE, Run, Setup
 from sgl_specreason.eval.serve_load.processes import Ports, Sampler, Serve, get_json, post, run_bench, serve_command
 from sgl_specreason.eval.serve_load.record import make_record
 from sgl_specreason.eval.serve_load.report import fmt
@@ -59,7 +61,11 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
             chosen.append(port)
     ports = Ports(*chosen)
     max_queue = max([256] + [r.concurrency for r in runs])
-    serve = Serve(serve_command(setup, ports, work / "logs", max_queue), work / "serve.log", ports.serve_url)
+    data_dir = work / "serve-data" if any(run.kind == BESIDE for run in runs) else None
+    if data_dir is not None:  # a batch left by an interrupted measurement would resume and take slots
+        shutil.rmtree(data_dir, ignore_errors=True)
+    serve = Serve(serve_command(setup, ports, work / "logs", max_queue, data_dir=data_dir), work / "serve.log",
+                  ports.serve_url)
 
     def on_term(signum, _frame):
         raise KeyboardInterrupt  # the finally below stops what was started
@@ -92,6 +98,11 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
                                 model_name="specreason" if run.target == SERVE else None)
             log(f"[{index}/{len(runs)}] {run.name}: {run.num_prompts} requests, {run.concurrency} at once "
                 f"({time.monotonic() - started:.0f} s so far)")
+            batch = None
+            if run.kind == BESIDE:
+                batch = BatchBeside(serve.url, run.batch_lines, run.output_len, work)
+                batch.start()
+                log(f"    a batch of {run.batch_lines} lines is running beside it ({batch.done_at_start} done)")
             before = get_json(serve.url + "/stats?recent=1024")
             sampler.take()  # the samples of this run start now
             began = time.monotonic()
@@ -99,6 +110,7 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
             wall = time.monotonic() - began
             samples = sampler.take()
             after = get_json(serve.url + "/stats?recent=1024")
+            beside = batch.finish() if batch is not None else None
             serve.remember_tree()
             result = read_bench(output)
             error = None
@@ -108,6 +120,10 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
                 error = f"the load generator exited with code {code}; last lines of {work / 'bench.log'}:\n" \
                         f"{_tail(work / 'bench.log')}"
             record = make_record(run, setup, result, before, after, samples, wall, cmd, error)
+            if beside is not None:
+                record["batch"] = beside
+                if not beside["done_during_run"] and record["error"] is None:
+                    record["error"] = "the batch beside the run answered no line during it"
             with store.append() as writer:
                 writer.write(record)
             b = record["bench"]
@@ -116,6 +132,7 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
                 f"{fmt(b.get('median_e2e_latency_ms'), '.2f', 1e-3)}/{fmt(b.get('p99_e2e_latency_ms'), '.2f', 1e-3)} s"
                 + (f", serve overhead p50 {fmt(record['overhead_ms']['p50'])} ms" if run.target == SERVE else "")
                 + (f", memory {record['memory']}" if "memory" in record else "")
+                + (f", batch lines done meanwhile {beside['done_during_run']}" if beside else "")
                 + f" ({wall:.0f} s)" + (f"\n    error: {error}" if error else ""))
     finally:
         if sampler is not None:

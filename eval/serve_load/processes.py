@@ -45,8 +45,9 @@ class Ports:
 
 
 def serve_command(setup: Setup, ports: Ports, log_dir: Path, max_queue: int,
-                  python: str = sys.executable) -> List[str]:
-    """``sgl-specreason serve`` under ``setup`` on ``ports``, with its runtimes' logs in ``log_dir``."""
+                  python: str = sys.executable, data_dir: Optional[Path] = None) -> List[str]:
+    """``sgl-specreason serve`` under ``setup`` on ``ports``, with its runtimes' logs in ``log_dir``
+    (and its batch endpoints on, keeping their files in ``data_dir``, when given)."""
     cmd = [python, "-m", "sgl_specreason.cli", "serve", "--port", str(ports.serve),
            "--draft-model", setup.model, "--base-model", setup.model,
            "--draft-port", str(ports.draft), "--base-port", str(ports.base),
@@ -55,7 +56,7 @@ def serve_command(setup: Setup, ports: Ports, log_dir: Path, max_queue: int,
            "--max-in-flight", str(setup.max_in_flight), "--max-queue", str(max_queue),
            "--score-method", setup.judge, "--threshold", f"{setup.threshold:g}",
            "--answer-max-tokens", str(setup.answer_max_tokens), "--seed", str(setup.seed),
-           "--grace-seconds", "5"]
+           "--grace-seconds", "5"] + (["--data-dir", str(data_dir)] if data_dir is not None else [])
     return cmd + shlex.split(setup.serve_flags)
 
 

@@ -14,7 +14,8 @@ from sgl_specreason.store import done_keys
 from sgl_specreason.store import final_records as final_by_key
 
 SERVE, BASE = "serve", "base"
-LEVEL, MEMORY = "level", "memory"
+#: BESIDE: a level through serve while an OpenAI batch of ``batch_lines`` runs on serve's run slots
+LEVEL, MEMORY, BESIDE = "level", "memory", "beside-batch"
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,13 @@ class Run:
     num_prompts: int
     input_len: int
     output_len: int
+    batch_lines: int = 0  # BESIDE: the lines of the batch submitted before the run
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.target}-c{self.concurrency}-n{self.num_prompts}-in{self.input_len}-out{self.output_len}"
+        batch = f"-batch{self.batch_lines}" if self.kind == BESIDE else ""
+        return (f"{self.kind}-{self.target}-c{self.concurrency}-n{self.num_prompts}-in{self.input_len}"
+                f"-out{self.output_len}{batch}")
 
     def key(self, setup: Setup) -> str:
         """What a record is the result of (``record_key`` reads it back)."""
@@ -64,9 +68,10 @@ def record_key(record: dict) -> Optional[str]:
 
 
 def plan(concurrency: Sequence[int], num_prompts: Sequence[int], input_len: int, output_len: int,
-         memory: Optional[Tuple[int, int, int, int]]) -> List[Run]:
-    """Each level against serve, then against the base runtime; then the memory run (requests,
-    concurrency, input and output length), if any.
+         memory: Optional[Tuple[int, int, int, int]], batch_lines: int = 0) -> List[Run]:
+    """Each level against serve, then against the base runtime, then (``batch_lines`` > 0)
+    through serve again while a batch of that many lines runs beside it; then the memory run
+    (requests, concurrency, input and output length), if any.
 
     >>> [r.name for r in plan([1, 8], [4, 16], 128, 64, (200, 32, 32, 8))]  # doctest: +NORMALIZE_WHITESPACE
     ['level-serve-c1-n4-in128-out64', 'level-base-c1-n4-in128-out64', 'level-serve-c8-n16-in128-out64',
@@ -81,6 +86,8 @@ def plan(concurrency: Sequence[int], num_prompts: Sequence[int], input_len: int,
             raise ValueError(f"--num-prompts {n} is fewer than concurrency {c}: the level would never "
                              f"have {c} requests at once")
         runs += [Run(LEVEL, target, c, n, input_len, output_len) for target in (SERVE, BASE)]
+        if batch_lines > 0:
+            runs.append(Run(BESIDE, SERVE, c, n, input_len, output_len, batch_lines))
     if memory is not None:
         requests, c, memory_in, memory_out = memory
         runs.append(Run(MEMORY, SERVE, c, requests, memory_in, memory_out))
