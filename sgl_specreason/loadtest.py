@@ -158,6 +158,14 @@ def client_overheads(results: Sequence[ProblemResult]) -> List[float]:
             for r in results if not r.error for step in r.steps]
 
 
+def judge_server_ms(results: Sequence[ProblemResult]) -> Optional[float]:
+    """Mean server milliseconds of the base runtime's calls on one drafted step (kinds ``judge``
+    and ``logprobs``), over the drafted steps of ``results``."""
+    spent = [sum(c.latency_s for c in s.calls if c.role == BASE and c.kind in ("judge", "logprobs"))
+             for r in results for s in r.steps if s.source == DRAFT or s.draft_text is not None]
+    return 1000 * float(np.mean(spent)) if spent else None
+
+
 def steady_window(spans: Sequence[Tuple[float, float]], clients: int) -> Optional[dict]:
     """A closed loop's steady window, from the problems' (start, end) seconds: from the moment
     all ``clients`` are busy (the ``clients``-th start) until the first client finds no problem
@@ -211,6 +219,9 @@ def level_line(level: Level, mode: str, results: Sequence[ProblemResult], durati
         "problem_latency_s": percentiles([r.wall_s for r in ok]),
         "step_latency_s": percentiles([s.wall_s for r in ok for s in r.steps]),
         "judge_calls_per_s": per_s(o["judge_calls"]),
+        # the base runtime's server time on a drafted step: its judge call (and, where the judge
+        # asks nothing, the prefill for ``logprobs``); what asking for logprobs adds shows here
+        "judge_server_ms_per_drafted_step": judge_server_ms(ok),
         "client_overhead_ms_per_step": percentiles([1000 * x for x in client_overheads(ok)]),
         "client_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     })

@@ -163,3 +163,16 @@ def test_pyspy_split_sums_a_raw_profile_by_part(tmp_path, capsys):
     rows = {line.rsplit(None, 4)[0].strip(): line.split()[-4:] for line in out.splitlines()[1:4]}
     assert rows["HTTP client (Endpoint, httpx, urllib, sockets)"] == ["0.30", "s", "30.0", "%"]
     assert "SGLang frontend" in out and "tokenizer" in out
+
+
+def test_judge_server_time_is_the_base_runtimes_calls_on_each_drafted_step():
+    from sgl_specreason.loadtest import judge_server_ms
+
+    drafted = Step(0, DRAFT, "x", 4, draft_text="x", calls=[
+        Call(DRAFT, "draft", 10, 6, 4, 0.5), Call(BASE, "judge", 12, 10, 1, 0.02), Call(BASE, "logprobs", 12, 10, 1, 0.01)])
+    rewritten = Step(1, BASE, "y", 4, draft_text="z", calls=[Call(BASE, "judge", 12, 10, 1, 0.04),
+                                                             Call(BASE, "step", 12, 10, 5, 0.9)])
+    written = Step(2, BASE, "w", 4, calls=[Call(BASE, "step", 12, 10, 5, 0.9)])  # not drafted: not counted
+    result = ProblemResult("p", "q", "specreason", steps=[drafted, rewritten, written])
+    assert judge_server_ms([result]) == pytest.approx(35.0)
+    assert judge_server_ms([ProblemResult("p", "q", "base", steps=[written])]) is None
