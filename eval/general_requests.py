@@ -31,24 +31,14 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from sgl_specreason.eval.datasets import general_requests as load_requests
 from sgl_specreason.eval.serve_load.processes import Serve
 from sgl_specreason.runtime import free_port
 from sgl_specreason.store import ResultStore
 
-REQUESTS = Path(__file__).resolve().parent / "general_requests.jsonl"
 WAYS = {"specreason": {}, "never": {"speculate": "never"}}
 #: a reply that stopped for this reason ran into the cap
 CAPPED = "length"
-
-
-def load_requests(path: Path = REQUESTS) -> List[dict]:
-    """The committed requests: ``{"id", "kind", "messages"}`` per line."""
-    requests = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    for i, request in enumerate(requests, 1):
-        missing = {"id", "kind", "messages"} - set(request)
-        if missing:
-            raise ValueError(f"{path} line {i}: missing {', '.join(sorted(missing))}")
-    return requests
 
 
 def chat(url: str, body: dict, timeout: float) -> dict:
@@ -70,7 +60,8 @@ def record(request: dict, way: str, reply: dict, wall_s: float) -> dict:
     if "error" in reply:
         return {**out, "error": reply["error"]}
     choice = reply["choices"][0]
-    message, ext = choice["message"], choice.get("specreason") or {}
+    ext = reply.get("specreason") or {}  # serve's account of the run, beside the choices
+    message, ext = choice["message"], ext[0] if isinstance(ext, list) else ext
     content, reasoning = message.get("content") or "", message.get("reasoning_content") or ""
     usage = reply.get("usage") or {}
     return {**out, "finish_reason": choice.get("finish_reason"), "stop_reason": ext.get("stop_reason"),

@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from sgl_specreason.config import SpecReasonConfig
+from sgl_specreason.eval.datasets import general_requests
 from sgl_specreason.eval.openai_compat import wait_healthy
 from sgl_specreason.runner import RuntimeOptions, open_runtimes
 from sgl_specreason.runtime import free_port
 
-REQUESTS = Path(__file__).resolve().parent / "general_requests.jsonl"
 MODEL = "smollm2-135m"
 OUTPUT_KEYS = {"id", "custom_id", "response", "error"}
 RESPONSE_KEYS = {"status_code", "request_id", "body"}
@@ -35,7 +35,7 @@ RESPONSE_KEYS = {"status_code", "request_id", "body"}
 
 def write_input(path: Path, lines: int, max_tokens: int) -> List[str]:
     """``lines`` chat lines in OpenAI's Batch format; their custom ids."""
-    requests = [json.loads(line) for line in REQUESTS.read_text().splitlines() if line.strip()]
+    requests = general_requests()
     ids = []
     with path.open("w") as out:
         for i in range(lines):

@@ -10,7 +10,8 @@ from fake_runtime import FakeRuntime, fake_roles
 from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.eval.corrupt_text import KINDS, corrupt, make_pairs, negate, swap_words
 from sgl_specreason.eval.general_judges import drafted_steps
-from sgl_specreason.eval.general_requests import load_requests, record, report, summary
+from sgl_specreason.eval.datasets import general_requests as load_requests
+from sgl_specreason.eval.general_requests import record, report, summary
 from sgl_specreason.eval.judge_bench import build_report, judge_pair_step
 from sgl_specreason.framing import PLAIN, frame
 
@@ -54,10 +55,10 @@ def test_off_topic_and_repeat_take_other_steps():
 
 
 def reply(content, finish="stop", stop_reason="ended", drafted=2, kept=1, trace=None):
-    return {"choices": [{"message": {"content": content, "reasoning_content": None}, "finish_reason": finish,
-                         "specreason": {"stop_reason": stop_reason, "steps": {"drafted": drafted, "kept": kept},
-                                        "acceptance": kept / drafted if drafted else None,
-                                        "judge": "likelihood-numbers", "threshold": 9.0, "trace": trace}}],
+    return {"choices": [{"message": {"content": content, "reasoning_content": None}, "finish_reason": finish}],
+            "specreason": {"stop_reason": stop_reason, "steps": {"drafted": drafted, "kept": kept},
+                           "acceptance": kept / drafted if drafted else None,
+                           "judge": "likelihood-numbers", "threshold": 9.0, "trace": trace},
             "usage": {"completion_tokens": 40, "completion_tokens_details": {"reasoning_tokens": 0}}}
 
 

@@ -6,27 +6,14 @@ lines it answered meanwhile), then cancelled. Its lines are the chat messages of
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
 
-from sgl_specreason.eval.general_requests import load_requests
+from sgl_specreason.eval.openai_batches import write_input
 
 #: statuses after which a batch runs no more lines
 ENDED = ("completed", "failed", "cancelled", "expired")
-
-
-def write_lines(path: Path, lines: int, max_tokens: int) -> Path:
-    requests = load_requests()
-    with path.open("w", encoding="utf-8") as out:
-        for i in range(lines):
-            request = requests[i % len(requests)]
-            out.write(json.dumps({"custom_id": f"{request['id']}-{i:04d}", "method": "POST",
-                                  "url": "/v1/chat/completions",
-                                  "body": {"model": "specreason", "messages": request["messages"],
-                                           "max_tokens": max_tokens}}) + "\n")
-    return path
 
 
 class BatchBeside:
@@ -48,7 +35,8 @@ class BatchBeside:
         return state.status, (counts.completed + counts.failed) if counts else 0
 
     def start(self) -> None:
-        path = write_lines(self.work / "beside-batch.jsonl", self.lines, self.max_tokens)
+        path = self.work / "beside-batch.jsonl"
+        write_input(path, self.lines, self.max_tokens)
         with path.open("rb") as handle:
             upload = self.client.files.create(file=handle, purpose="batch")
         self.id = self.client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
