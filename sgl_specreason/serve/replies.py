@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from sgl_specreason.serve.answering import start_all
 from sgl_specreason.serve.errors import ApiError, api_error
 from sgl_specreason.serve.jobs import Job
 from sgl_specreason.serve.responses import ChatShape, CompletionShape, sse
@@ -37,19 +38,6 @@ async def watching(request: Request, runs: Sequence[Run]):
         yield
     finally:
         task.cancel()
-
-
-async def start_all(service: Service, jobs: Sequence[Job]) -> List[Run]:
-    """A run per job, each when a slot is free; if one cannot start, those started are aborted."""
-    runs: List[Run] = []
-    try:
-        for job in jobs:
-            runs.append(await service.start(job))
-    except BaseException:
-        for run in runs:
-            run.cancel()
-        raise
-    return runs
 
 
 class Merged:
@@ -83,7 +71,7 @@ class Merged:
 async def respond(service: Service, jobs: Sequence[Job], stream: bool, request: Request, chat: bool,
                   model: str, include_usage: bool = False, scored_by: Optional[str] = None):
     """Run ``jobs`` (the choices of one request) and answer: one object, or a stream."""
-    runs = await start_all(service, jobs)
+    runs = await start_all(service.start, jobs)
     timing = request.scope.get(TIMING_KEY)
     if timing is not None and len(runs) == 1:
         timing.run = runs[0]
