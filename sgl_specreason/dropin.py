@@ -48,7 +48,8 @@ from sgl_specreason.config import SpecReasonConfig
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.judges import QUESTION, get_judge
 from sgl_specreason.programs import continuation
-from sgl_specreason.templates import STEP_SEPARATOR, Continuation, template_for_model
+from sgl_specreason.rendering import model_template
+from sgl_specreason.templates import STEP_SEPARATOR, Continuation
 from sgl_specreason.trace import BASE, DRAFT, Totals
 
 SPECREASON = "specreason"
@@ -85,6 +86,11 @@ class SpecReasonBackend(BaseBackend):
     """An SGLang backend over a base and a draft runtime (URLs or backends) that serves long
     ``gen`` calls with SpecReason and hands everything else to the base runtime.
 
+    The paper's judge question (``greedy``, ``average``) is framed by the base model's own chat
+    template: its tokenizer folder is ``base_tokenizer``, or the runtime's tokenizer or model
+    path when it is a folder here; ``base_template`` names a hand-written one instead. The
+    judges that read the step's log-probabilities ask no question and need neither.
+
     >>> backend = SpecReasonBackend("http://127.0.0.1:30000", "http://127.0.0.1:30001",
     ...                             SpecReasonConfig(score_method="likelihood-numbers", threshold=6))  # doctest: +SKIP
     """
@@ -92,7 +98,7 @@ class SpecReasonBackend(BaseBackend):
     def __init__(self, base: Union[str, BaseBackend], draft: Union[str, BaseBackend],
                  cfg: Optional[SpecReasonConfig] = None, min_tokens: int = 256,
                  base_template: Optional[str] = None, api_key: Optional[str] = None,
-                 connections: int = 64):
+                 connections: int = 64, base_tokenizer: Optional[str] = None):
         super().__init__()
         self.cfg = cfg or SpecReasonConfig()
         if isinstance(min_tokens, bool) or not isinstance(min_tokens, int) or min_tokens < 1:
@@ -107,7 +113,9 @@ class SpecReasonBackend(BaseBackend):
         self.is_chat_model = False
         self.support_concate_and_append = getattr(self.base, "support_concate_and_append", False)
         try:  # frames the paper judge's question; the likelihood judges need no framing
-            self.base_chat = template_for_model(self.base.model_info["model_path"], base_template)
+            info = self.base.model_info
+            self.base_chat = model_template(BASE, info["model_path"], base_template, base_tokenizer,
+                                            info.get("tokenizer_path"))
         except ConfigError:
             if get_judge(self.cfg.score_method).asks == QUESTION:
                 raise

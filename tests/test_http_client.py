@@ -215,7 +215,8 @@ def test_a_streamed_request_in_a_cancel_scope_carries_a_request_id_and_leaves_th
 
 def test_the_dropin_backend_streams_through_the_endpoint_with_its_deadline():
     with HttpRuntime(chunks=lambda payload: ["one ", 30]) as runtime:
-        backend = SpecReasonBackend(runtime.url, runtime.url, SpecReasonConfig(request_timeout=1))
+        backend = SpecReasonBackend(runtime.url, runtime.url, SpecReasonConfig(request_timeout=1),
+                                    base_template="smollm2")  # its model folder is not here
         got = []
         started = time.monotonic()
         with pytest.raises(RuntimeTimeoutError, match="base runtime .* did not send the next chunk"):
