@@ -31,7 +31,7 @@ def specreason(s, problem, cfg, draft, base, monitor=None):
     """Solve ``problem`` with SpecReason; ``s`` is on the base runtime. Returns a ProblemResult."""
     result = ProblemResult(problem.id, problem.question, "specreason")
     with recording(result, problem, monitor):
-        ctx = problem_context(problem, cfg, (base, draft), budget=_capped(cfg))
+        ctx = _capped(problem_context(problem, cfg, (base, draft)), cfg)
         with closing(steps_for(draft, base, ctx, cfg)) as steps:
             while not result.stop_reason:
                 # draft the step, judge it, keep it or let the base model write it (programs.steps)
@@ -47,7 +47,7 @@ def reason(s, problem, cfg, role, monitor=None):
     that role's runtime. ``role.name`` "base" is the base-only baseline, "draft" the draft-only."""
     result = ProblemResult(problem.id, problem.question, role.name)
     with recording(result, problem, monitor):
-        ctx = problem_context(problem, cfg, (role,), budget=_capped(cfg))
+        ctx = _capped(problem_context(problem, cfg, (role,)), cfg)
         while not result.stop_reason:
             started = time.perf_counter()
             texts = _texts(result)
@@ -116,10 +116,18 @@ def steps_for(draft, base, ctx, cfg) -> Steps:
     return (Overlapped if cfg.pipeline or cfg.race_base_step else Steps)(draft, base, ctx, cfg)
 
 
-def _capped(cfg):
-    """The kept tokens the steps may take in all when the completion has a hard cap (None: each
-    step is only held to ``step_max_tokens``)."""
-    return None if cfg.max_completion_tokens is None else cfg.reasoning_budget
+def _capped(ctx, cfg):
+    """``ctx`` with the kept tokens its steps may take in all when the completion has a hard cap
+    (None: each step is only held to ``step_max_tokens``)."""
+    if cfg.max_completion_tokens is None:
+        return ctx
+    return dataclasses.replace(ctx, budget=cfg.steps_budget(_answer_may_follow(ctx.asked, [])))
+
+
+def _answer_may_follow(talk, texts) -> bool:
+    """A closing answer may follow the steps: under ``paper``, or where the text is thinking.
+    Otherwise the steps are the reply itself, and the whole cap is theirs."""
+    return talk.framing == PAPER or thinking(texts, talk.think, talk.markers[0])
 
 
 def _texts(result):
@@ -137,7 +145,8 @@ def _keep(result, step, cfg, ctx, problem, monitor):
     texts = _texts(result)
     result.text = STEP_SEPARATOR.join(texts)
     talk = ctx.asked
-    result.stop_reason = stop_reason(texts, _kept(result), cfg.reasoning_budget, ended=step.ended,
+    budget = cfg.steps_budget(_answer_may_follow(talk, texts))
+    result.stop_reason = stop_reason(texts, _kept(result), budget, ended=step.ended,
                                      framing=talk.framing, think=talk.think, markers=talk.markers)
     step.final = bool(result.stop_reason) and not _answer_room(result, ctx, cfg)
     if monitor is not None:

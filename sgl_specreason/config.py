@@ -50,8 +50,9 @@ class SpecReasonConfig:
     #: new tokens for the closing answer when reasoning stopped without one.
     answer_max_tokens: int = 256
     #: a hard cap on the whole completion: kept steps and the closing answer together (None: no
-    #: cap beyond token_budget). The reasoning gets all of it but the room kept for the answer,
-    #: min(answer_max_tokens, a quarter of the cap), and every step is cut to what is left.
+    #: cap beyond token_budget). Where an answer may follow the steps, the reasoning gets all of
+    #: it but the room kept for the answer, min(answer_max_tokens, a quarter of the cap); a reply
+    #: that is its own steps gets all of it (``steps_budget``); every step is cut to what is left.
     max_completion_tokens: Optional[int] = None
     draft_temperature: float = 0.6
     base_temperature: float = 0.6
@@ -150,6 +151,18 @@ class SpecReasonConfig:
             return self.token_budget
         cap = self.max_completion_tokens
         return min(self.token_budget, cap - min(self.answer_max_tokens, cap // 4))
+
+    def steps_budget(self, answer_follows: bool = True) -> int:
+        """Kept tokens the steps may take: ``reasoning_budget`` where a closing answer may follow
+        them (the room is kept for it); all of the cap where the steps are the reply itself
+        (a conversation put as written to a model that does not think).
+
+        >>> SpecReasonConfig(max_completion_tokens=100).steps_budget(answer_follows=False)
+        100
+        """
+        if self.max_completion_tokens is None or answer_follows:
+            return self.reasoning_budget
+        return min(self.token_budget, self.max_completion_tokens)
 
     def answer_room(self, kept: int) -> int:
         """New tokens the closing answer may take after ``kept`` kept tokens (0: none)."""
