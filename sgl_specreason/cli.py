@@ -138,7 +138,7 @@ def _run(args) -> int:
         return dry_run(runtime_options(args, args.parallel), cfg, roles_for(args.mode))
     batch = args.command in BATCH_COMMANDS
     if batch and is_request_file(_read(args.data_path)):
-        return _answer_requests(args, cfg)
+        return _answer_requests(args)
     problems, task = _problems(args)
     store = ResultStore(args.result_file)
     if batch:  # resumable: only what the results file does not hold yet
@@ -182,10 +182,10 @@ def _read(path: Path) -> bytes:
         raise InputError(f"cannot read the input file {path}: {e.strerror}") from None
 
 
-def _answer_requests(args, cfg) -> int:
+def _answer_requests(args) -> int:
     """``batch`` on OpenAI Batch lines: each body answered as ``serve`` answers it (a chat framed
     as written unless ``--framing`` says otherwise), one OpenAI output line per request."""
-    cfg = cfg if args.framing is not None else cfg.replace(framing=PLAIN)
+    cfg = config_from_args(args, framing=PLAIN)
     store = ResultStore(args.result_file)
     raw = _read(args.data_path)
     if args.on_bad_line == "reject":

@@ -164,3 +164,20 @@ def test_serve_frames_a_chat_as_written_unless_told_otherwise():
     assert serve_config(args).framing == "plain" and args.separate_reasoning is True
     args = build_parser().parse_args(urls + ["--framing", "paper", "--no-separate-reasoning"])
     assert serve_config(args).framing == "paper" and args.separate_reasoning is False
+
+
+def test_a_chat_put_as_written_is_judged_by_the_rule_measured_on_general_requests():
+    from sgl_specreason.flags import LOCAL_PAIR_DEFAULTS, PLAIN_DEFAULTS
+
+    urls = ["serve", "--draft-url", "http://a:1", "--base-url", "http://b:2"]
+    plain = serve_config(build_parser().parse_args(urls))
+    assert (plain.score_method, plain.threshold) == (PLAIN_DEFAULTS["score_method"], PLAIN_DEFAULTS["threshold"])
+    paper = serve_config(build_parser().parse_args(urls + ["--framing", "paper"]))
+    assert (paper.score_method, paper.threshold) == (SpecReasonConfig().score_method, SpecReasonConfig().threshold)
+    named = serve_config(build_parser().parse_args(urls + ["--score-method", "average", "--threshold", "5"]))
+    assert (named.score_method, named.threshold) == ("average", 5.0)
+    local = serve_config(build_parser().parse_args(["serve"]))  # plain over the local pair's math rule
+    assert (local.score_method, local.first_n_base_steps) == ("likelihood-min", 0)
+    assert LOCAL_PAIR_DEFAULTS["first_n_base_steps"] == 1
+    local_paper = serve_config(build_parser().parse_args(["serve", "--framing", "paper"]))
+    assert (local_paper.score_method, local_paper.threshold) == ("likelihood-numbers", 9.0)

@@ -68,8 +68,7 @@ def serve_config(args) -> SpecReasonConfig:
     """The server's config from its flags: a chat is put to the models as written (``plain``)
     unless ``--framing`` says otherwise, since a server's clients bring their own requests (a
     request's ``specreason.framing`` may still ask for ``paper``)."""
-    cfg = config_from_args(args)
-    return cfg if args.framing is not None else cfg.replace(framing=PLAIN)
+    return config_from_args(args, framing=PLAIN)
 
 
 def check_listen(host: str, api_key: Optional[str], allow_no_key: bool) -> None:
