@@ -59,9 +59,8 @@ def record(request: dict, way: str, reply: dict, wall_s: float) -> dict:
     out = {"id": request["id"], "kind": request["kind"], "way": way, "wall_s": round(wall_s, 2)}
     if "error" in reply:
         return {**out, "error": reply["error"]}
-    choice = reply["choices"][0]
-    ext = reply.get("specreason") or {}  # serve's account of the run, beside the choices
-    message, ext = choice["message"], ext[0] if isinstance(ext, list) else ext
+    choice, ext = reply["choices"][0], reply.get("specreason") or {}  # serve's account of the run
+    message = choice["message"]
     content, reasoning = message.get("content") or "", message.get("reasoning_content") or ""
     usage = reply.get("usage") or {}
     return {**out, "finish_reason": choice.get("finish_reason"), "stop_reason": ext.get("stop_reason"),
@@ -80,6 +79,8 @@ def summary(records: List[dict]) -> Dict[str, dict]:
         good = [r for r in rows if "error" not in r]
         out[way] = {
             "replies": len(rows), "errors": len(rows) - len(good),
+            "drafted_steps": sum((r["steps"] or {}).get("drafted", 0) for r in good),
+            "kept_drafts": sum((r["steps"] or {}).get("kept", 0) for r in good),
             "ended": sum(r["finish_reason"] != CAPPED for r in good),
             "capped": sum(r["finish_reason"] == CAPPED for r in good),
             "boxed": sum(r["boxed"] for r in good),
@@ -88,10 +89,6 @@ def summary(records: List[dict]) -> Dict[str, dict]:
             "total_wall_s": sum(r["wall_s"] for r in good),
             "total_tokens": sum(r["completion_tokens"] for r in good),
         }
-    drafted = sum((r["steps"] or {}).get("drafted", 0) for r in records
-                  if r["way"] == "specreason" and "error" not in r)
-    kept = sum((r["steps"] or {}).get("kept", 0) for r in records if r["way"] == "specreason" and "error" not in r)
-    out["specreason"]["drafted_steps"], out["specreason"]["kept_drafts"] = drafted, kept
     return out
 
 

@@ -181,6 +181,4 @@ def _answer_due(reason, texts, talk) -> bool:
     """Under ``paper``, unless a step stated the answer (the paper's rule); under ``plain``, when
     the text was thinking and the model did not end it itself: the thinking was closed, or cut
     by the budget or a loop."""
-    if talk.framing == PAPER:
-        return reason != FINISHED
-    return reason != ENDED and thinking(texts, talk.think, talk.markers[0])
+    return reason != (FINISHED if talk.framing == PAPER else ENDED) and _answer_may_follow(talk, texts)

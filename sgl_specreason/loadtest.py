@@ -162,7 +162,7 @@ def judge_server_ms(results: Sequence[ProblemResult]) -> Optional[float]:
     """Mean server milliseconds of the base runtime's calls on one drafted step (kinds ``judge``
     and ``logprobs``), over the drafted steps of ``results``."""
     spent = [sum(c.latency_s for c in s.calls if c.role == BASE and c.kind in ("judge", "logprobs"))
-             for r in results for s in r.steps if s.source == DRAFT or s.draft_text is not None]
+             for r in results for s in r.steps if s.draft_text is not None]
     return 1000 * float(np.mean(spent)) if spent else None
 
 

@@ -14,8 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from sgl_specreason.eval.serve_load.bench import bench_command
 from sgl_specreason.eval.serve_load.measurement import measure
-from sgl_specreason.eval.serve_load.runs import BESIDE, SERVE, Run, Setup, final_records, plan, remaining
-from sgl_specreason.eval.serve_load.processes import REPO, Ports, serve_command
+from sgl_specreason.eval.serve_load.runs import SERVE, Run, Setup, final_records, plan, remaining
+from sgl_specreason.eval.serve_load.processes import REPO, Ports, batch_data_dir, serve_command
 from sgl_specreason.eval.serve_load.report import verdicts, write_report
 from sgl_specreason.store import ResultStore
 
@@ -27,9 +27,8 @@ def shown_commands(runs: Sequence[Run], setup: Setup) -> Tuple[str, List[str]]:
     work = Path("logs/serve-load")
     folder = f"~/.cache/sgl-specreason/models/{setup.model}/hf" if "/" not in setup.model else setup.model
     max_queue = max([256] + [r.concurrency for r in runs])
-    data_dir = work / "serve-data" if any(r.kind == BESIDE for r in runs) else None
     serve = shlex.join(["sgl-specreason"] + serve_command(setup, ports, work / "logs", max_queue,
-                                                          data_dir=data_dir)[3:])
+                                                          data_dir=batch_data_dir(runs, work))[3:])
     benches = []
     for run in runs:
         through_serve = run.target == SERVE

@@ -16,7 +16,8 @@ from typing import List, Sequence
 from sgl_specreason.eval.serve_load.bench import bench_command, read_bench
 from sgl_specreason.eval.serve_load.beside import BatchBeside
 from sgl_specreason.eval.serve_load.runs import BESIDE, SERVE, Run, Setup
-from sgl_specreason.eval.serve_load.processes import Ports, Sampler, Serve, get_json, post, run_bench, serve_command
+from sgl_specreason.eval.serve_load.processes import (Ports, Sampler, Serve, batch_data_dir, get_json, post, run_bench,
+                                                      serve_command)
 from sgl_specreason.eval.serve_load.record import make_record
 from sgl_specreason.eval.serve_load.report import fmt
 from sgl_specreason.store import ResultStore
@@ -61,7 +62,7 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
             chosen.append(port)
     ports = Ports(*chosen)
     max_queue = max([256] + [r.concurrency for r in runs])
-    data_dir = work / "serve-data" if any(run.kind == BESIDE for run in runs) else None
+    data_dir = batch_data_dir(runs, work)
     if data_dir is not None:  # a batch left by an interrupted measurement would resume and take slots
         shutil.rmtree(data_dir, ignore_errors=True)
     serve = Serve(serve_command(setup, ports, work / "logs", max_queue, data_dir=data_dir), work / "serve.log",

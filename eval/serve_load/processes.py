@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from sgl_specreason.eval.serve_load.runs import Setup
+from sgl_specreason.eval.serve_load.runs import BESIDE, Setup
 
 #: the repository root (the installed package's folder when installed): children run from here
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +42,12 @@ class Ports:
     @property
     def draft_url(self) -> str:
         return f"http://127.0.0.1:{self.draft}"
+
+
+def batch_data_dir(runs: Sequence, work: Path) -> Optional[Path]:
+    """Where serve keeps its batch files when one of ``runs`` runs a batch beside the live
+    requests (its batch endpoints are then on), else None."""
+    return work / "serve-data" if any(run.kind == BESIDE for run in runs) else None
 
 
 def serve_command(setup: Setup, ports: Ports, log_dir: Path, max_queue: int,
