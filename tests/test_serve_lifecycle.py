@@ -138,6 +138,12 @@ def test_stats_count_requests_and_failures_and_time_the_server_apart_from_the_ru
     assert overhead["count"] == 2 and len(overhead["recent"]) == 2  # the 400 never ran
     assert all(0 <= ms < 150 for ms in overhead["recent"]), overhead  # the 200 ms run is left out
     assert stats["in_flight"] == 0 and "recent" not in plain["overhead_ms"]
+    parts = stats["overhead_parts_ms"]  # the server's time told in its parts, request by request
+    assert list(parts)[:3] == ["before_run", "to_worker", "after_run"]
+    for ms, split in zip(overhead["recent"], parts["recent"]):
+        assert len(split) == 3 and min(split) >= 0 and sum(split) == pytest.approx(ms, abs=0.01)
+    assert sum(parts[name]["sum"] for name in ("before_run", "to_worker", "after_run")) == \
+        pytest.approx(overhead["sum"], abs=0.02)
 
 
 def test_stats_count_an_error_inside_a_stream_and_need_the_api_key():

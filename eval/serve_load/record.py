@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 from sgl_specreason.eval.serve_load.bench import bench_figures
 from sgl_specreason.eval.serve_load.runs import MEMORY, SERVE, Run, Setup
+from sgl_specreason.serve.stats import PARTS
 
 #: the target the issue sets: serve's memory within this share of its first request's
 MEMORY_TOLERANCE = 0.10
@@ -37,9 +38,10 @@ def percentiles(values: Sequence[float]) -> Dict[str, Optional[float]]:
             "max": xs[-1]}
 
 
-def new_overheads(before: Optional[dict], after: Optional[dict]) -> List[float]:
+def new_overheads(before: Optional[dict], after: Optional[dict], section: str = "overhead_ms") -> list:
     """The overheads (ms) of the requests answered between two ``GET /stats?recent=N`` bodies: the
-    last (count after - count before) of the recent ones (all that are kept, if more came).
+    last (count after - count before) of the recent ones (all that are kept, if more came);
+    ``section="overhead_parts_ms"``: their parts instead (a list per request, None where unknown).
 
     >>> new_overheads({"overhead_ms": {"count": 2}}, {"overhead_ms": {"count": 4, "recent": [1, 2, 3, 4]}})
     [3, 4]
@@ -47,10 +49,16 @@ def new_overheads(before: Optional[dict], after: Optional[dict]) -> List[float]:
     if not after:
         return []
     seen = ((before or {}).get("overhead_ms") or {}).get("count", 0)
-    now = after["overhead_ms"]
-    fresh = now["count"] - seen
-    recent = now.get("recent") or []
+    fresh = after["overhead_ms"]["count"] - seen
+    recent = (after.get(section) or {}).get("recent") or []
     return list(recent[-fresh:]) if fresh > 0 else []
+
+
+def overhead_parts(before: Optional[dict], after: Optional[dict]) -> dict:
+    """Percentiles of each part of serve's own time (``serve.stats.PARTS``) over the requests
+    answered between two ``GET /stats`` bodies (empty: a serve that does not tell them)."""
+    parts = [p for p in new_overheads(before, after, "overhead_parts_ms") if p]
+    return {name: percentiles([p[i] for p in parts]) for i, name in enumerate(PARTS)} if parts else {}
 
 
 def stream_errors(before: Optional[dict], after: Optional[dict]) -> int:
@@ -116,6 +124,7 @@ def make_record(run: Run, setup: Setup, result: Optional[dict], stats_before: Op
     record["errors"] = figures["failed"] + streamed
     if through_serve:
         record["overhead_ms"] = percentiles(new_overheads(stats_before, stats_after))
+        record["overhead_parts_ms"] = overhead_parts(stats_before, stats_after)
         record["rss"] = rss_summary(samples)
         record["rss_samples"] = [list(s) for s in thin(samples)]
         if run.kind == MEMORY:

@@ -40,6 +40,20 @@ def table(records: Sequence[dict]) -> str:
     return "\n".join(rows)
 
 
+def parts_note(record: dict) -> str:
+    """Where serve's own time went in a run: each part's p50 (none for a record without them).
+
+    >>> parts_note({"overhead_parts_ms": {"before_run": {"p50": 1.0}, "to_worker": {"p50": 0.25},
+    ...                                   "after_run": {"p50": 2.0}}})
+    '; p50 by part: before run 1.00, to worker 0.25, after run 2.00 ms'
+    """
+    parts = record.get("overhead_parts_ms") or {}
+    if not parts:
+        return ""
+    return "; p50 by part: " + ", ".join(f"{name.replace('_', ' ')} {fmt(parts[name].get('p50'))}"
+                                          for name in parts) + " ms"
+
+
 def verdicts(records: Sequence[dict]) -> List[str]:
     """The targets, each checked against the records (or marked as not measured)."""
     out = []
@@ -64,7 +78,7 @@ def verdicts(records: Sequence[dict]) -> List[str]:
         out.append(f"- {'met' if p50 < OVERHEAD_TARGET_MS and not r.get('error') else 'NOT met'}: serve's own "
                    f"time per request < {OVERHEAD_TARGET_MS:g} ms at concurrency {r['concurrency']}{while_batch}: "
                    f"p50 {p50:.2f} ms, p99 {r['overhead_ms']['p99']:.2f} ms, max {r['overhead_ms']['max']:.2f} ms "
-                   f"({r['overhead_ms']['count']} requests)")
+                   f"({r['overhead_ms']['count']} requests){parts_note(r)}")
     memory = next((r for r in records if r["kind"] == MEMORY), None)
     m = (memory or {}).get("memory") or {}
     if m.get("flat") is None:

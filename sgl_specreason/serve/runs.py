@@ -71,6 +71,10 @@ class Run:
         self.events: asyncio.Queue = asyncio.Queue()
         self.queue_s = queue_s  # seconds the request waited for a run slot
         self.run_s: Optional[float] = None  # seconds the solver took, once it is done
+        #: when the run was handed to the executor, and when its worker began and ended it
+        #: (``perf_counter``): what ``stats`` splits serve's own time by
+        self.launched = time.perf_counter()
+        self.worked: Tuple[Optional[float], Optional[float]] = (None, None)
         self._loop = asyncio.get_running_loop()
         self.future = self._loop.run_in_executor(executor, self._work, solver)
 
@@ -83,13 +87,12 @@ class Run:
     def _work(self, solver: Solver) -> None:
         started = time.perf_counter()
         try:
-            result = solver(self.job, lambda step: self._put(("step", step)), self.scope)
+            event = ("done", solver(self.job, lambda step: self._put(("step", step)), self.scope))
         except Exception as e:  # handed to the request, which answers with it
-            self.run_s = time.perf_counter() - started
-            self._put(("error", e))
-            return
-        self.run_s = time.perf_counter() - started
-        self._put(("done", result))
+            event = ("error", e)
+        ended = time.perf_counter()
+        self.worked, self.run_s = (started, ended), ended - started
+        self._put(event)
 
     def cancel(self) -> None:
         """Abort what the run has in flight on the runtimes and send nothing more (aborting

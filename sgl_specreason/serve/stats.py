@@ -5,13 +5,17 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 if TYPE_CHECKING:
     from sgl_specreason.serve.runs import Run
 
 #: the routes that start a SpecReason run (what ``Stats`` counts)
 RUN_PATHS = ("/v1/chat/completions", "/v1/completions")
+#: the parts of serve's own time per request (``Stats``): parsing, checking and rendering before
+#: the run is handed to a worker thread; the wait for that thread to start it; the answer's
+#: last steps and bytes after the run ended
+PARTS = ("before_run", "to_worker", "after_run")
 
 
 
@@ -22,7 +26,10 @@ class Stats:
     request that ran, the server's own time: from the request's arrival to the last byte of its
     response, less the wait for a run slot and the run itself (the solver's time on its worker
     thread). That is parsing, checking, handing the run to its thread and its steps back,
-    and writing the response. The last ``keep`` values are kept, so memory stays bounded.
+    and writing the response, told in three parts (``PARTS``): before the run was handed to
+    its worker thread (the slot wait aside), from then to the worker starting it, and from the
+    run's end to the response's last byte. The last ``keep`` values are kept, so memory stays
+    bounded.
 
     >>> stats = Stats(keep=2)
     >>> for ms in (1.0, 2.0, 4.0):
@@ -40,13 +47,16 @@ class Stats:
         self.overhead_sum_ms = 0.0
         self.overhead_max_ms = 0.0
         self.queue_sum_ms = 0.0
+        self.part_sums_ms = dict.fromkeys(PARTS, 0.0)
         self.recent: "collections.deque[float]" = collections.deque(maxlen=keep)
+        self.recent_parts: "collections.deque[Optional[list]]" = collections.deque(maxlen=keep)
         self.lock = threading.Lock()
 
     def take(self, status: Optional[int], overhead_s: Optional[float], queue_s: float = 0.0,
-             stream_error: bool = False) -> None:
+             stream_error: bool = False, parts: Optional[Sequence[float]] = None) -> None:
         """One answered request: its status (None: the client left before it), the server's own
-        time (None: no run, or one that had not ended when the response did)."""
+        time (None: no run, or one that had not ended when the response did) and its ``PARTS``
+        in seconds (None: not known)."""
         with self.lock:
             self.answered += 1
             if status is None or status >= 400 or stream_error:
@@ -59,6 +69,10 @@ class Stats:
                 self.overhead_max_ms = max(self.overhead_max_ms, ms)
                 self.queue_sum_ms += 1000 * queue_s
                 self.recent.append(round(ms, 4))
+                split = [round(1000 * x, 4) for x in parts] if parts is not None else None
+                self.recent_parts.append(split)
+                for name, x in zip(PARTS, split or ()):
+                    self.part_sums_ms[name] += x
 
     def body(self, recent: int = 0) -> dict:
         """The JSON of ``GET /stats``; ``recent``: how many of the last overheads to list."""
@@ -70,9 +84,12 @@ class Stats:
                                    "max": self.overhead_max_ms if count else None,
                                    "sum": self.overhead_sum_ms, "keep": self.recent.maxlen},
                    "queue_wait_ms": {"sum": self.queue_sum_ms,
-                                     "mean": self.queue_sum_ms / count if count else None}}
+                                     "mean": self.queue_sum_ms / count if count else None},
+                   "overhead_parts_ms": {name: {"sum": total, "mean": total / count if count else None}
+                                         for name, total in self.part_sums_ms.items()}}
             if recent > 0:
                 out["overhead_ms"]["recent"] = list(self.recent)[-recent:]
+                out["overhead_parts_ms"]["recent"] = list(self.recent_parts)[-recent:]
         return out
 
 
@@ -114,8 +131,11 @@ class RequestTimer:
             await self.app(scope, receive, timed)
         finally:
             run = timing.run
-            overhead = None
+            overhead = parts = None
             if ended and run is not None and run.run_s is not None:
-                overhead = max(0.0, ended[0] - timing.arrived - run.queue_s - run.run_s)
+                began, done = run.worked
+                parts = [max(0.0, run.launched - run.queue_s - timing.arrived), max(0.0, began - run.launched),
+                         max(0.0, ended[0] - done)]
+                overhead = sum(parts)
             self.stats.take(timing.status if ended else None, overhead,
-                            run.queue_s if run is not None else 0.0, timing.stream_error)
+                            run.queue_s if run is not None else 0.0, timing.stream_error, parts)
