@@ -41,6 +41,25 @@ def test_requests_batched_together_share_the_steps_and_their_shares_add_up_to_th
     assert a[0][2] + b[0][2] == pytest.approx(sim.runtimes["base"].busy_s)
 
 
+def test_an_iteration_is_slowed_by_contention_unless_it_runs_alone_on_the_machine():
+    crowded = RuntimeCosts(1.0, 0.5, 0.0, 2.0, 0.1, contention=1.0)
+    alone = Sim({"base": crowded, "draft": crowded})
+    got = ended(alone, "base", 10, 100, 2)
+    alone.run()
+    assert got[0][1] == pytest.approx(3.0 + 1.5)  # one request, the other runtime idle: unslowed
+    two = Sim({"base": crowded, "draft": crowded})
+    a, b = ended(two, "base", 10, 100, 2), ended(two, "base", 10, 100, 2)
+    two.run()
+    # a is prefilled alone (3 s, unslowed), b next beside a (3 s, doubled), then both decode one
+    # step together (1 + 0.5·2 = 2 s, doubled)
+    assert a[0][1] == b[0][1] == pytest.approx(3.0 + 2 * 3.0 + 2 * 2.0)
+    beside = Sim({"base": crowded, "draft": crowded})
+    d, e = ended(beside, "draft", 10, 100, 1), ended(beside, "base", 10, 100, 1)
+    beside.run()
+    # the draft's prefill starts with the machine to itself; the base's starts beside it
+    assert (d[0][1], e[0][1]) == (pytest.approx(3.0), pytest.approx(2 * 3.0))
+
+
 def test_a_full_kv_cache_makes_requests_wait_and_the_runtime_says_it_is_saturated():
     costs = RuntimeCosts(1.0, 0.0, 0.0, 1.0, 0.0, kv_capacity=150)
     sim = Sim({"base": costs})

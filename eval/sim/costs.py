@@ -6,9 +6,13 @@
    ``p0 + p1·new + d1·(out − 1)``: the prefill and the decode step of a batch of one.
 2. SGLang's own decode moments under load (``/v1/loads``, summed over the loaded runs): the
    step time against the batch size, by least squares, ``t = α' + β'·b``.
-3. Under load the runtimes work at once and share the machine's memory bandwidth, so a step
-   is slower than alone by ``1 + κ = (α' + β') / d1``, the loaded fit read at a batch of one
-   against the runtime alone; the step time at batch b alone is then ``d1 + β'/(1 + κ)·(b − 1)``.
+3. Under load a step is slower than alone by ``1 + κ = (α' + β') / d1``, the loaded fit read at
+   a batch of one against the runtime alone; the step time at batch b alone is then
+   ``d1 + β'/(1 + κ)·(b − 1)``. The slowdown is not only the other runtime's: under ``never``,
+   the draft idle, SGLang's own step times at 8 and 16 problems at once are as slow as under
+   ``always``. A runtime holding several requests shares the two cores and the memory
+   bandwidth with the processes that serve them (HTTP, tokenizing, detokenizing, the client),
+   so the simulator applies it to every iteration that does not run alone (``engine``).
 
 **H100 pair** (``h100_costs``): QwQ-32B on ``tp`` H100s and R1-Distill-Qwen-1.5B on one, bf16,
 pinned to the single-request figures measured on an H100 (``eval/hardware/measured-h100-*.json``):

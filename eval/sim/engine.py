@@ -32,8 +32,10 @@ class RuntimeCosts:
     batch of B requests holding T context tokens in all, at least the compute bound
     ``compute_per_seq·B``; prefill: ``prefill_fixed + prefill_per_token·N`` for N new prompt
     tokens in all. ``request_s``: what a request costs outside the runtime's iterations (HTTP,
-    tokenizing). ``contention``: how much longer an iteration takes when it starts while the
-    other runtime is in one (two runtimes on one machine share its memory bandwidth).
+    tokenizing). ``contention``: how much longer an iteration takes when it does not run alone
+    on the machine: the other runtime is in an iteration, or this runtime holds more than one
+    request (running or waiting). Both share the machine's cores and memory bandwidth with the
+    processes serving them (the servers' HTTP, tokenizing and detokenizing, the client).
     """
 
     decode_fixed: float
@@ -95,6 +97,13 @@ class Runtime:
         """Requests wait, or the running batch is full (what ``Endpoint.saturated`` reads)."""
         return bool(self.waiting) or len(self.running) >= self.costs.max_running
 
+    def crowded(self, admitted: int) -> bool:
+        """Whether the iteration about to start (``admitted`` requests just taken from the queue)
+        shares the machine (``RuntimeCosts.contention``)."""
+        if len(self.running) + admitted + len(self.waiting) > 1:
+            return True
+        return any(rt.busy_until is not None for rt in self.sim.runtimes.values() if rt is not self)
+
     def iterate(self) -> None:
         """Start the next iteration now, if there is work."""
         admitted = []
@@ -113,7 +122,7 @@ class Runtime:
         else:
             self.busy_until = None
             return
-        if any(rt.busy_until is not None for rt in self.sim.runtimes.values() if rt is not self):
+        if self.crowded(len(admitted)):
             seconds *= 1 + self.costs.contention
         self.busy_until = self.sim.now + seconds
         self.busy_s += seconds
