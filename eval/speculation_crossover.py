@@ -256,8 +256,8 @@ def report(folder: Path, measured_dirs: Sequence[Path], dev_path: Optional[Path]
             "## Simulator costs fitted on the CPU (seconds)", ""]
     for role, c in costs.items():
         out.append(f"- {role}: decode step {c.decode_fixed:.3f} + {c.decode_per_seq:.4f} x batch; prefill "
-                   f"{c.prefill_fixed:.3f} + {c.prefill_per_token:.4f} x new tokens; x {1 + c.contention:.2f} while "
-                   f"the other runtime works")
+                   f"{c.prefill_fixed:.3f} + {c.prefill_per_token:.4f} x new tokens; x {1 + c.contention:.2f} unless "
+                   f"it runs alone (one request, the other runtime idle)")
     for tp in (2, 1):
         proj = projections[tp]
         out += ["", f"## Projected: R1-Distill-Qwen-1.5B -> QwQ-32B on H100s, base TP={tp} (a simulation)", "",
