@@ -106,10 +106,12 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
                 log(f"    a batch of {run.batch_lines} lines is running beside it ({batch.done_at_start} done)")
             before = get_json(serve.url + "/stats?recent=1024")
             sampler.take()  # the samples of this run start now
+            cpu = sampler.cpu_seconds()
             began = time.monotonic()
             code, timed_out = run_bench(cmd, work / "bench.log", args.run_timeout)
             wall = time.monotonic() - began
             samples = sampler.take()
+            cpu = None if cpu is None or sampler.cpu_seconds() is None else sampler.cpu_seconds() - cpu
             after = get_json(serve.url + "/stats?recent=1024")
             beside = batch.finish() if batch is not None else None
             serve.remember_tree()
@@ -121,6 +123,8 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
                 error = f"the load generator exited with code {code}; last lines of {work / 'bench.log'}:\n" \
                         f"{_tail(work / 'bench.log')}"
             record = make_record(run, setup, result, before, after, samples, wall, cmd, error)
+            if run.target == SERVE and cpu is not None:  # one core = 1: near 1, serve's threads wait on the GIL
+                record["serve_cpu_share"] = round(cpu / wall, 3) if wall > 0 else None
             if beside is not None:
                 record["batch"] = beside
                 if not beside["done_during_run"] and record["error"] is None:

@@ -125,6 +125,14 @@ class Sampler:
             out, self.samples = self.samples, []
         return out
 
+    def cpu_seconds(self) -> Optional[float]:
+        """User + system CPU seconds serve's own process has used so far (its runtimes aside)."""
+        try:
+            times = self.process.cpu_times()
+        except Exception:
+            return None
+        return times.user + times.system
+
     def stop(self) -> None:
         self.done.set()
         self.thread.join(5)

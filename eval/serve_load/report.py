@@ -48,10 +48,12 @@ def parts_note(record: dict) -> str:
     '; p50 by part: before run 1.00, to worker 0.25, after run 2.00 ms'
     """
     parts = record.get("overhead_parts_ms") or {}
+    cpu = record.get("serve_cpu_share")
+    out = "" if cpu is None else f"; serve's own process used {100 * cpu:.0f} % of a core"
     if not parts:
-        return ""
+        return out
     return "; p50 by part: " + ", ".join(f"{name.replace('_', ' ')} {fmt(parts[name].get('p50'))}"
-                                          for name in parts) + " ms"
+                                          for name in parts) + " ms" + out
 
 
 def verdicts(records: Sequence[dict]) -> List[str]:
