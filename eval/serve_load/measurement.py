@@ -111,7 +111,8 @@ def measure(runs: Sequence[Run], setup: Setup, args, store: ResultStore, log=pri
             code, timed_out = run_bench(cmd, work / "bench.log", args.run_timeout)
             wall = time.monotonic() - began
             samples = sampler.take()
-            cpu = None if cpu is None or sampler.cpu_seconds() is None else sampler.cpu_seconds() - cpu
+            cpu_after = sampler.cpu_seconds()
+            cpu = None if cpu is None or cpu_after is None else cpu_after - cpu
             after = get_json(serve.url + "/stats?recent=1024")
             beside = batch.finish() if batch is not None else None
             serve.remember_tree()

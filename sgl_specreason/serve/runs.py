@@ -70,7 +70,6 @@ class Run:
         self.scope = CancelScope()
         self.events: asyncio.Queue = asyncio.Queue()
         self.queue_s = queue_s  # seconds the request waited for a run slot
-        self.run_s: Optional[float] = None  # seconds the solver took, once it is done
         #: when the run was handed to the executor, and when its worker began and ended it
         #: (``perf_counter``): what ``stats`` splits serve's own time by
         self.launched = time.perf_counter()
@@ -90,9 +89,14 @@ class Run:
             event = ("done", solver(self.job, lambda step: self._put(("step", step)), self.scope))
         except Exception as e:  # handed to the request, which answers with it
             event = ("error", e)
-        ended = time.perf_counter()
-        self.worked, self.run_s = (started, ended), ended - started
+        self.worked = (started, time.perf_counter())
         self._put(event)
+
+    @property
+    def run_s(self) -> Optional[float]:
+        """Seconds the solver took, once it is done."""
+        began, ended = self.worked
+        return None if ended is None else ended - began
 
     def cancel(self) -> None:
         """Abort what the run has in flight on the runtimes and send nothing more (aborting
