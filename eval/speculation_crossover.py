@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from sgl_specreason.eval.report.tables import fmt
-from sgl_specreason.eval.sim.costs import cpu_costs, h100_costs
+from sgl_specreason.eval.sim.costs import alone_calls, cpu_costs, h100_costs
 from sgl_specreason.eval.sim.project import crossover, project, replay_level
 from sgl_specreason.eval.speculation_load import policy_of, read, step_costs
 from sgl_specreason.meters import DECODE_MOMENTS
@@ -111,8 +111,9 @@ def loaded_counters(runs: Dict[Key, Tuple[dict, List[dict]]], extra: Optional[di
 
 def simulate_measured(runs, counters) -> Tuple[dict, Dict[Key, dict]]:
     """The CPU costs fitted (``eval.sim.costs.cpu_costs``), and every measured level replayed."""
-    single = [r for (c, p), (_, recs) in runs.items() if c == 1 for r in recs]
-    costs = cpu_costs(single, counters)
+    alone = [call for (c, _), (_, recs) in runs.items() for call in alone_calls(recs, c)]
+    loaded = [(line["other"].get("runtime_counters") or {}, recs) for (c, _), (line, recs) in runs.items() if c > 1]
+    costs = cpu_costs(alone, counters, loaded)
     sims = {key: replay_level(costs, recs, key[0]) for key, (_, recs) in runs.items()}
     return costs, sims
 
@@ -255,9 +256,11 @@ def report(folder: Path, measured_dirs: Sequence[Path], dev_path: Optional[Path]
             f"{'c=' + str(crossing) if crossing else 'none up to c=' + str(max(c for c, _ in runs))}", "",
             "## Simulator costs fitted on the CPU (seconds)", ""]
     for role, c in costs.items():
-        out.append(f"- {role}: decode step {c.decode_fixed:.3f} + {c.decode_per_seq:.4f} x batch; prefill "
-                   f"{c.prefill_fixed:.3f} + {c.prefill_per_token:.4f} x new tokens; x {1 + c.contention:.2f} unless "
-                   f"it runs alone (one request, the other runtime idle)")
+        out.append(f"- {role}: decode step {c.decode_fixed:.3f} + {c.decode_per_seq:.4f} x batch + "
+                   f"{1e6 * c.decode_per_ctx:.1f}e-6 x context tokens of the batch, x {1 + c.contention:.2f} unless "
+                   f"it runs alone (one request, the other runtime idle); prefill {c.prefill_fixed:.3f} + "
+                   f"{c.prefill_per_token:.4f} x new tokens + {c.prefill_per_ctx:.4f} x prompt tokens, "
+                   f"x {c.slowdown(prefill=True):.2f} unless it runs alone")
     for tp in (2, 1):
         proj = projections[tp]
         out += ["", f"## Projected: R1-Distill-Qwen-1.5B -> QwQ-32B on H100s, base TP={tp} (a simulation)", "",

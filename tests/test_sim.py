@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sgl_specreason.eval.sim.costs import cpu_costs, h100_costs, moments_fit, single_request_fit
+from sgl_specreason.eval.sim.costs import (alone_calls, cpu_costs, h100_costs, moments_fit, prefill_slowdown,
+                                           single_request_fit)
 from sgl_specreason.eval.sim.engine import RuntimeCosts, Sim
 from sgl_specreason.eval.sim.project import crossover, replay_level
 from sgl_specreason.eval.sim.replay import Replay, oracle_agreement, problem_spec
@@ -110,19 +111,68 @@ def test_a_record_replays_its_calls_in_order_and_auto_can_give_a_step_to_the_bas
     assert oracle_agreement(auto) == pytest.approx((len(decided) - 1) / len(decided))
 
 
+def lone(prompt, cached, out, p0=0.5, p1=0.01, pp=0.002, d1=0.2, dc=1e-4, role="base"):
+    """A call that ran alone, timed by the model ``single_request_fit`` fits."""
+    latency = p0 + p1 * (prompt - cached) + pp * prompt + d1 * (out - 1) + dc * (out - 1) * (prompt + out / 2)
+    return {"role": role, "kind": "step", "prompt_tokens": prompt, "cached_tokens": cached,
+            "completion_tokens": out, "latency_s": latency}
+
+
+def moments_of(steps):
+    return {"steps": len(steps), "sum_b": sum(b for b, _ in steps), "sum_t_us": sum(t * 1e6 for _, t in steps),
+            "sum_bb": sum(b * b for b, _ in steps), "sum_bt_us": sum(b * t * 1e6 for b, t in steps)}
+
+
 def test_fits_recover_the_costs_they_were_made_from():
-    calls = [{"prompt_tokens": n + 5, "cached_tokens": 5, "completion_tokens": k, "latency_s": 0.5 + 0.01 * n + 0.2 * (k - 1)}
-             for n, k in ((1, 10), (40, 1), (80, 30), (20, 5))]
-    assert single_request_fit(calls) == pytest.approx([0.5, 0.01, 0.2])
-    steps = [(1, 0.3), (4, 0.6), (8, 1.0)]  # t = 0.2 + 0.1 b
-    moments = {"steps": 3, "sum_b": sum(b for b, _ in steps), "sum_t_us": sum(t * 1e6 for _, t in steps),
-               "sum_bb": sum(b * b for b, _ in steps), "sum_bt_us": sum(b * t * 1e6 for b, t in steps)}
+    shapes = ((6, 5, 10), (45, 5, 1), (85, 5, 30), (25, 5, 5), (3000, 2950, 1), (8000, 7990, 40), (500, 0, 20))
+    calls = [lone(*shape) for shape in shapes]
+    assert single_request_fit(calls) == pytest.approx([0.5, 0.01, 0.002, 0.2, 1e-4], rel=1e-6, abs=1e-9)
+    moments = moments_of([(1, 0.3), (4, 0.6), (8, 1.0)])  # t = 0.2 + 0.1 b
     assert moments_fit(moments) == pytest.approx((0.2, 0.1))
-    # loaded at batch one: 0.3 s against 0.2 alone, so contention 0.5 and a per-sequence 0.1/1.5
-    single = [record([step("base", [dict(c, role=role, kind="step")]) for c in calls]) for role in ("draft", "base")]
-    costs = cpu_costs(single, {"draft": moments, "base": moments})
-    assert costs["base"].contention == pytest.approx(0.5)
+    # no loaded records: the context they read is 0, so against 0.2 alone the loaded 0.3 at a
+    # batch of one is a contention of 0.5, and a prefill, with no prefill counters, slows as much
+    alone = calls + [dict(c, role="draft") for c in calls]
+    costs = cpu_costs(alone, {"draft": moments, "base": moments})
+    assert costs["base"].contention == pytest.approx(0.5) == costs["base"].slowdown(prefill=True) - 1
     assert costs["base"].decode_s(1, 0) == pytest.approx(0.2)
+    assert costs["base"].prefill_s(40, 1000) == pytest.approx(0.5 + 0.01 * 40 + 0.002 * 1000)
+
+
+def timed(begin, walls, calls):
+    """A loaded run's problem: its start, its end and its steps' wall times."""
+    return {"started_s": begin, "ended_s": begin + sum(walls),
+            "steps": [{"wall_s": w, "calls": [c]} for w, c in zip(walls, calls)]}
+
+
+def test_the_calls_that_ran_alone_are_those_of_steps_no_other_problem_overlapped():
+    a = [lone(100, 90, 10) for _ in range(2)]
+    b = [lone(200, 190, 10) for _ in range(3)]
+    records = [timed(0.0, [5.0, 5.0], a), timed(1.0, [5.0, 5.0, 20.0], b)]  # b's third step begins at 11
+    assert [id(c) for c in alone_calls(records, 2)] == [id(b[2])]
+    assert len(alone_calls(records, 1)) == 5  # one problem at a time: every call
+
+
+def test_a_prefill_under_load_is_slowed_by_what_sglangs_own_prefill_counters_say():
+    """The loaded run's prefill busy time is the alone cost of its lone prefill plus twice that of
+    the ones that overlapped: a prefill slowdown of 2."""
+    fit = [0.5, 0.01, 0.002, 0.2, 1e-4]
+    calls = [lone(300, 250, 1) for _ in range(3)]
+    records = [timed(0.0, [1.0, 1.0], calls[:2]), timed(0.2, [0.5], calls[2:])]  # the second step ran alone
+    cost = 0.5 + 0.01 * 50 + 0.002 * 300
+    counters = {"base": {"prefill_busy_s": cost + 2 * (2 * cost)}}
+    assert prefill_slowdown(fit, [(counters, records)], "base") == pytest.approx(2.0)
+    assert prefill_slowdown(fit, [({}, records)], "base") is None  # no counters: nothing to read
+
+
+def test_a_prefill_reads_each_admitted_prompt_and_is_slowed_by_its_own_contention():
+    costs = RuntimeCosts(1.0, 0.0, 0.0, 2.0, 0.1, prefill_per_ctx=0.01, contention=0.5, prefill_contention=1.0)
+    sim = Sim({"base": costs})
+    a, b = ended(sim, "base", 10, 100, 3), ended(sim, "base", 10, 300, 1)
+    sim.run()
+    # a's prefill runs alone: 2 + 0.1·10 + 0.01·100 s; b's runs beside a (running), so it is
+    # crowded: (2 + 1 + 0.01·300)·2; then a decodes its two further tokens alone, 1 s each
+    assert b[0][0] == pytest.approx(4.0 + 12.0)
+    assert a[0][0] == pytest.approx(4.0 + 12.0 + 2 * 1.0)
 
 
 def test_the_h100_roofline_is_pinned_to_the_measured_single_request_figures():
@@ -152,7 +202,8 @@ def test_shipped_load_records_replay_near_their_measured_throughput(tmp_path):
     mine = [r for r in recs if r["run_id"] == line["other"]["run_id"]]
     # the loaded fit matters little here: a lone problem has no batch, and base-only no contention
     moments = {"steps": 3, "sum_b": 5, "sum_t_us": 1.7e6, "sum_bb": 9, "sum_bt_us": 2.9e6}  # t = 0.4 + 0.1 b
-    costs = cpu_costs(mine + [r for r in recs if r["level"] == "concurrency 1"], {"draft": moments, "base": moments})
+    single = [r for r in recs if r["level"] == "concurrency 1"]
+    costs = cpu_costs(alone_calls(single, 1), {"draft": moments, "base": moments})
     sim = replay_level(costs, mine, 1)
     assert sim["problems_per_s"] == pytest.approx(line["other"]["problems_per_s"], rel=0.15)
 

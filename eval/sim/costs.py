@@ -1,18 +1,30 @@
 """What the simulated runtimes cost: fitted to this CPU, or an H100 roofline.
 
 **CPU pair** (``cpu_costs``), three measured sources and nothing tuned per level:
-1. A runtime alone (the concurrency-1 records, where the two runtimes take turns): each call's
-   wall time against its new prompt tokens and its tokens generated, by least squares,
-   ``p0 + p1·new + d1·(out − 1)``: the prefill and the decode step of a batch of one.
+1. A runtime alone: every call that ran while no other problem of its run was in flight (the
+   concurrency-1 runs, where the two runtimes take turns, and a loaded run's tail once one
+   problem is left): its wall time against its new prompt tokens, its whole prompt and its
+   tokens generated, by non-negative least squares,
+   ``p0 + p1·new + pp·prompt + d1·(out − 1) + dc·(out − 1)·(prompt + out/2)``: the prefill and
+   the decode step of a batch of one, each growing with the context it reads. On this CPU the
+   context terms are large: a judge's 55 new tokens on an 8,000-token solution took the base
+   runtime 48 s, on a 3,000-token one 10 s. (A term in new × prompt, tried beside these, took
+   nothing off the residuals.)
 2. SGLang's own decode moments under load (``/v1/loads``, summed over the loaded runs): the
-   step time against the batch size, by least squares, ``t = α' + β'·b``.
-3. Under load a step is slower than alone by ``1 + κ = (α' + β') / d1``, the loaded fit read at
-   a batch of one against the runtime alone; the step time at batch b alone is then
-   ``d1 + β'/(1 + κ)·(b − 1)``. The slowdown is not only the other runtime's: under ``never``,
-   the draft idle, SGLang's own step times at 8 and 16 problems at once are as slow as under
-   ``always``. A runtime holding several requests shares the two cores and the memory
-   bandwidth with the processes that serve them (HTTP, tokenizing, detokenizing, the client),
-   so the simulator applies it to every iteration that does not run alone (``engine``).
+   step time against the batch size, by least squares, ``t = α' + β'·b``, at the mean context
+   ``C`` the loaded runs' decode tokens read (from their records).
+3. Under load a step is slower than alone by ``1 + κ = (α' + β') / (d1 + dc·C)``, the loaded
+   fit read at a batch of one against the runtime alone at the same context; what a batch adds
+   per request beyond its context is ``β'/(1 + κ) − dc·C`` (at least 0). The slowdown is not
+   only the other runtime's: under ``never``, the draft idle, SGLang's own step times at 8 and
+   16 problems at once are as slow as under ``always``. A runtime holding several requests
+   shares the two cores and the memory bandwidth with the processes that serve them (HTTP,
+   tokenizing, detokenizing, the client), so the simulator applies it to every iteration that
+   does not run alone (``engine``).
+4. A prefill slows down under load more than a decode step: SGLang's own prefill busy time of
+   each loaded run (``prefill_busy_s``) against what the alone fit gives for its prefills that
+   did not run alone gives ``1 + κp`` (``prefill_slowdown``), applied to a prefill iteration that
+   does not run alone.
 
 **H100 pair** (``h100_costs``): QwQ-32B on ``tp`` H100s and R1-Distill-Qwen-1.5B on one, bf16,
 pinned to the single-request figures measured on an H100 (``eval/hardware/measured-h100-*.json``):
@@ -27,9 +39,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.optimize import nnls
 
 from sgl_specreason.trace import BASE, DRAFT
 
@@ -52,13 +65,19 @@ SHAPES = {"qwq-32b": (64, 8, 128), "r1-distill-qwen-1.5b": (28, 2, 128)}
 
 
 def single_request_fit(calls: Iterable[dict]) -> Optional[np.ndarray]:
-    """``[p0, p1, d1]``: a call's wall seconds = p0 + p1·new prompt tokens + d1·(tokens out − 1)."""
-    rows = [(1.0, c["prompt_tokens"] - c["cached_tokens"], max(0, c["completion_tokens"] - 1), c["latency_s"])
-            for c in calls if c.get("latency_s")]
-    if len(rows) < 3:
+    """``[p0, p1, pp, d1, dc]``, none negative: a lone call's wall seconds =
+    p0 + p1·new + pp·prompt + d1·(out − 1) + dc·(out − 1)·(prompt + out/2) (the k-th token after
+    the first reads the prompt and k tokens)."""
+    rows = []
+    for c in calls:
+        if c.get("latency_s"):
+            prompt, out = c["prompt_tokens"], max(0, c["completion_tokens"] - 1)
+            new = prompt - c["cached_tokens"]
+            rows.append((1.0, new, prompt, out, out * (prompt + (out + 1) / 2), c["latency_s"]))
+    if len(rows) < 5:
         return None
     a = np.array(rows, float)
-    fit, *_ = np.linalg.lstsq(a[:, :3], a[:, 3], rcond=None)
+    fit, _ = nnls(a[:, :5], a[:, 5])
     return fit
 
 
@@ -72,26 +91,81 @@ def moments_fit(moments: Dict[str, float]) -> Optional[tuple]:
     return (st - beta * sb) / n / 1e6, beta / 1e6
 
 
-def calls_of(records: Sequence[dict], role: str) -> list:
-    return [c for r in records for s in r.get("steps") or () for c in s.get("calls") or () if c["role"] == role]
+def calls_of(records: Sequence[dict], role: Optional[str] = None) -> list:
+    return [c for r in records for s in r.get("steps") or () for c in s.get("calls") or ()
+            if role is None or c["role"] == role]
 
 
-def cpu_costs(single: Sequence[dict], counters: Dict[str, Dict[str, float]],
-              request_s: float = 0.0) -> Dict[str, RuntimeCosts]:
-    """Each runtime's costs from the records of runs at concurrency 1 (``single``) and the summed
-    SGLang counters of the loaded runs (``counters[role]``), as the module's docstring says."""
+def alone_calls(records: Sequence[dict], concurrency: int) -> list:
+    """The calls of one run made while no other problem of the run was in flight: every call at
+    concurrency 1; else those of the steps that began after the others' ends or ended before
+    their starts (a step begins where the problem's earlier steps' wall times add up to)."""
+    if concurrency == 1:
+        return calls_of(records)
+    out = []
+    for record in records:
+        begin = record.get("started_s")
+        if begin is None:
+            continue
+        others = [(o["started_s"], o["ended_s"]) for o in records if o is not record and o.get("started_s") is not None]
+        for step in record.get("steps") or ():
+            end = begin + step["wall_s"]
+            if not any(start < end and ended > begin for start, ended in others):
+                out += step.get("calls") or ()
+            begin = end
+    return out
+
+
+def decode_context(records: Sequence[dict], role: str) -> float:
+    """The mean context a role's generated tokens read in ``records`` (0 if it generated none)."""
+    pairs = [(max(0, c["completion_tokens"] - 1), c["prompt_tokens"] + c["completion_tokens"] / 2)
+             for c in calls_of(records, role)]
+    tokens = sum(n for n, _ in pairs)
+    return sum(n * ctx for n, ctx in pairs) / tokens if tokens else 0.0
+
+
+def prefill_slowdown(fit: Sequence[float], loaded: Sequence[Tuple[dict, Sequence[dict]]], role: str) -> Optional[float]:
+    """``1 + κp``: what SGLang's own counters say the loaded runs' prefills took (``prefill_busy_s``),
+    less what the alone fit gives for those that ran alone, over what it gives for the rest.
+    ``loaded``: each loaded run's counters and records; runs without counters count nowhere."""
+    p0, p1, pp = fit[:3]
+    measured = predicted = 0.0
+    for counters, records in loaded:
+        busy = (counters.get(role) or {}).get("prefill_busy_s")
+        if not busy:
+            continue
+        alone = {id(c) for c in alone_calls(records, 2)}
+        for call in calls_of(records, role):
+            cost = p0 + p1 * (call["prompt_tokens"] - call["cached_tokens"]) + pp * call["prompt_tokens"]
+            if id(call) in alone:
+                busy -= cost
+            else:
+                predicted += cost
+        measured += busy
+    return max(1.0, float(measured / predicted)) if predicted > 0 else None
+
+
+def cpu_costs(alone: Sequence[dict], counters: Dict[str, Dict[str, float]],
+              loaded: Sequence[Tuple[dict, Sequence[dict]]] = (), request_s: float = 0.0) -> Dict[str, RuntimeCosts]:
+    """Each runtime's costs from the calls that ran alone (``alone_calls``), the summed SGLang
+    counters of the loaded runs (``counters[role]``) and each loaded run's own counters and
+    records (``loaded``: the context their decode steps read, their prefill busy time), as the
+    module's docstring says. Without prefill counters a prefill slows down as a decode step does."""
     out = {}
+    records = [r for _, recs in loaded for r in recs]
     for role in (DRAFT, BASE):
-        fit = single_request_fit(calls_of(single, role))
-        loaded = moments_fit(counters.get(role) or {})
-        if fit is None or loaded is None:
-            raise ValueError(f"not enough {role} figures to fit its costs (concurrency-1 calls, decode moments)")
-        p0, p1, d1 = (max(0.0, x) for x in fit)
-        slowdown = max(1.0, (loaded[0] + loaded[1]) / d1)
-        per_seq = max(0.0, loaded[1]) / slowdown
-        out[role] = RuntimeCosts(decode_fixed=d1 - per_seq, decode_per_seq=per_seq, decode_per_ctx=0.0,
-                                 prefill_fixed=p0, prefill_per_token=p1, request_s=request_s,
-                                 contention=slowdown - 1)
+        fit = single_request_fit(c for c in alone if c["role"] == role)
+        moments = moments_fit(counters.get(role) or {})
+        if fit is None or moments is None:
+            raise ValueError(f"not enough {role} figures to fit its costs (calls that ran alone, decode moments)")
+        p0, p1, pp, d1, dc = (float(x) for x in fit)
+        context = decode_context(records, role)
+        slowdown = max(1.0, (moments[0] + moments[1]) / (d1 + dc * context))
+        per_seq = max(0.0, moments[1] / slowdown - dc * context)
+        prefill = prefill_slowdown(fit, loaded, role) or slowdown
+        out[role] = RuntimeCosts(decode_fixed=d1 - per_seq, decode_per_seq=per_seq, decode_per_ctx=dc,
+                                 prefill_fixed=p0, prefill_per_token=p1, prefill_per_ctx=pp,
+                                 request_s=request_s, contention=slowdown - 1, prefill_contention=prefill - 1)
     return out
 
 

@@ -2,7 +2,7 @@
 
 Each runtime runs one iteration at a time, as SGLang's scheduler does:
 - if requests wait and fit, a **prefill** iteration admits as many as fit (KV-cache capacity and
-  ``max_running``), taking ``prefill_s(new tokens)``; each admitted request comes out of it with
+  ``max_running``), taking ``prefill_s(new tokens, their prompts' tokens)``; each admitted request comes out of it with
   its first token (a judge, one token, is then done);
 - otherwise a **decode** iteration gives every running request one more token, taking
   ``decode_s(batch, context tokens of the batch)``;
@@ -30,12 +30,14 @@ class RuntimeCosts:
 
     decode: ``decode_fixed + decode_per_seq·min(B, per_seq_until) + decode_per_ctx·T`` for a
     batch of B requests holding T context tokens in all, at least the compute bound
-    ``compute_per_seq·B``; prefill: ``prefill_fixed + prefill_per_token·N`` for N new prompt
-    tokens in all. ``request_s``: what a request costs outside the runtime's iterations (HTTP,
+    ``compute_per_seq·B``; prefill: ``prefill_fixed + prefill_per_token·N + prefill_per_ctx·A``
+    for N new prompt tokens in all, of requests whose prompts hold A tokens in all (cached or new:
+    each request's prefill reads its whole prompt, what makes a judge on a long solution slow). ``request_s``: what a request costs outside the runtime's iterations (HTTP,
     tokenizing). ``contention``: how much longer an iteration takes when it does not run alone
     on the machine: the other runtime is in an iteration, or this runtime holds more than one
     request (running or waiting). Both share the machine's cores and memory bandwidth with the
     processes serving them (the servers' HTTP, tokenizing and detokenizing, the client).
+    ``prefill_contention``: the same for a prefill iteration, where it differs (else ``contention``).
     """
 
     decode_fixed: float
@@ -49,14 +51,21 @@ class RuntimeCosts:
     max_running: int = 10 ** 9
     contention: float = 0.0
     per_seq_until: int = 10 ** 9
+    prefill_per_ctx: float = 0.0
+    prefill_contention: Optional[float] = None
 
     def decode_s(self, batch: int, context: int) -> float:
         memory = (self.decode_fixed + self.decode_per_seq * min(batch, self.per_seq_until)
                   + self.decode_per_ctx * context)
         return max(memory, self.compute_per_seq * batch)
 
-    def prefill_s(self, tokens: int) -> float:
-        return self.prefill_fixed + self.prefill_per_token * tokens
+    def slowdown(self, prefill: bool) -> float:
+        """How much longer an iteration takes when it does not run alone."""
+        extra = self.prefill_contention if prefill and self.prefill_contention is not None else self.contention
+        return 1 + extra
+
+    def prefill_s(self, tokens: int, prompts: int = 0) -> float:
+        return self.prefill_fixed + self.prefill_per_token * tokens + self.prefill_per_ctx * prompts
 
 
 @dataclass
@@ -114,7 +123,8 @@ class Runtime:
             admitted.append(self.waiting.popleft())
             self.held += head.room
         if admitted:
-            seconds = self.costs.prefill_s(sum(r.new_tokens for r in admitted))
+            seconds = self.costs.prefill_s(sum(r.new_tokens for r in admitted),
+                                           sum(r.context for r in admitted))
             batch = admitted
         elif self.running:
             seconds = self.costs.decode_s(len(self.running), sum(r.context + r.produced for r in self.running))
@@ -123,7 +133,7 @@ class Runtime:
             self.busy_until = None
             return
         if self.crowded(len(admitted)):
-            seconds *= 1 + self.costs.contention
+            seconds *= self.costs.slowdown(prefill=bool(admitted))
         self.busy_until = self.sim.now + seconds
         self.busy_s += seconds
         self.sim.at(self.busy_until, lambda: self.end_iteration(batch, admitted, seconds))
