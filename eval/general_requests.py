@@ -143,13 +143,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="one more serve flag (repeat it; e.g. --serve-flag=--score-method=likelihood)")
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                         help="which ways to send each request (default both)")
+    parser.add_argument("--ids", nargs="+", metavar="ID",
+                        help="only these requests (e.g. the ones that ran into the cap, again with more --max-tokens)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the records")
     args = parser.parse_args(argv)
+    requests = load_requests()
+    unknown = sorted(set(args.ids or ()) - {q["id"] for q in requests})
+    if unknown:
+        parser.error(f"--ids: no request with id {', '.join(unknown)} in eval/general_requests.jsonl")
+    requests = [q for q in requests if not args.ids or q["id"] in args.ids]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.out_dir / "records.jsonl")
     command = "python -m eval.general_requests " + " ".join(argv if argv is not None else sys.argv[1:])
     done = store.done(lambda r: (r["id"], r["way"]), require="way")
-    todo = [(q, way) for q in load_requests() for way in args.ways if (q["id"], way) not in done]
+    todo = [(q, way) for q in requests for way in args.ways if (q["id"], way) not in done]
     if todo and not args.report_only:
         port = free_port()
         serve = Serve([sys.executable, "-m", "sgl_specreason.cli", "serve", "--port", str(port),

@@ -120,3 +120,12 @@ def test_a_plain_conversation_is_judged_by_every_judge_and_reported_per_kind():
     rows = {r["method"]: r for r in build_report(out, kinds=KINDS)["rows"]}
     assert rows["greedy"]["auroc"] == 1.0 and rows["greedy"]["by_kind"]["negation"] == 1.0
     assert rows["greedy"]["by_kind"]["swap"] is None
+
+
+def test_an_unknown_request_id_is_refused_by_name_before_anything_starts(tmp_path, capsys):
+    from sgl_specreason.eval.general_requests import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--ids", REQUESTS[0]["id"], "no-such-request", "--out-dir", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and "no request with id no-such-request" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
