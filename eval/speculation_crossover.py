@@ -8,7 +8,9 @@ levels, and its projection onto an H100 pair up to c = 256.
 
 Writes ``report.md``, ``crossover.png`` and ``simulated.json`` into the folder. Each measured
 folder is a load test's (``scripts/load_test.py --speculate always never auto``); where two
-hold the same level and policy, the later folder's run counts.
+hold the same level and policy, the later folder's run counts. ``--repeats`` folders hold levels
+run again: each is reported beside its first run and replayed by the simulator, whose costs are
+fitted without it, and counts nowhere else.
 """
 
 from __future__ import annotations
@@ -155,21 +157,47 @@ def checks(runs, sims, passes) -> Tuple[List[str], Optional[int]]:
             if have["never"][0]["other"]["problems_per_s"] >= have["always"][0]["other"]["problems_per_s"]:
                 crossing = c
         if len(have) == 3:
-            better = max(("always", "never"), key=lambda p: have[p][0]["other"]["problems_per_s"])
-            ratio = have["auto"][0]["other"]["problems_per_s"] / have[better][0]["other"]["problems_per_s"]
-            lo, hi = throughput_interval(*have[better])
-            inside = lo <= have["auto"][0]["other"]["problems_per_s"] <= hi
-            agree = oracle_agreement(have["auto"][1], have["always"][1] + have["never"][1])
-            ok = ratio >= KEEP_UP or inside
-            out.append(f"- c={c}: auto / {better} = {ratio:.2f} in problems/s ({better}'s interval "
-                       f"{lo:.4f}-{hi:.4f}): {'met' if ok else 'NOT met'}; auto's choices match the "
-                       f"oracle's on {fmt(100 * agree if agree is not None else None, '.0f')} % of its steps")
+            out.append(f"- c={c}: {auto_check(have)}")
     errors = [abs(sims[k]["problems_per_s"] / runs[k][0]["other"]["problems_per_s"] - 1) for k in runs]
     worst = max(errors) if errors else None
     out.append(f"- simulator: worst error {fmt(100 * worst if worst is not None else None, '.0f')} % over "
                f"{len(errors)} measured levels and policies (target {100 * CALIBRATED_WITHIN:.0f} %); within "
                f"target at {sum(e <= CALIBRATED_WITHIN for e in errors)} of them")
     return out, crossing
+
+
+def auto_check(have: Dict[str, Tuple[dict, List[dict]]]) -> str:
+    """auto against the better fixed policy of one level (``have``: each policy's run), and how
+    often its choices were the oracle's."""
+    better = max(("always", "never"), key=lambda p: have[p][0]["other"]["problems_per_s"])
+    ratio = have["auto"][0]["other"]["problems_per_s"] / have[better][0]["other"]["problems_per_s"]
+    lo, hi = throughput_interval(*have[better])
+    inside = lo <= have["auto"][0]["other"]["problems_per_s"] <= hi
+    agree = oracle_agreement(have["auto"][1], have["always"][1] + have["never"][1])
+    return (f"auto / {better} = {ratio:.2f} in problems/s ({better}'s interval {lo:.4f}-{hi:.4f}): "
+            f"{'met' if ratio >= KEEP_UP or inside else 'NOT met'}; auto's choices match the oracle's on "
+            f"{fmt(100 * agree if agree is not None else None, '.0f')} % of its steps")
+
+
+def repeat_section(runs, repeats, costs) -> List[str]:
+    """Levels and policies run again: beside their first run, replayed on the costs fitted
+    without them (the simulator's check on runs it never saw), and auto's check with the repeat
+    in place of the first run (the rest of the level from its first runs)."""
+    out = ["| c | policy | first run problems/s | repeat problems/s | repeat / first | repeat: simulated / measured |",
+           "|---:|---|---:|---:|---:|---:|"]
+    for (c, policy), (line, recs) in sorted(repeats.items()):
+        got = line["other"]["problems_per_s"]
+        first = runs.get((c, policy), ({"other": {}},))[0]["other"].get("problems_per_s")
+        sim = replay_level(costs, recs, c)["problems_per_s"]
+        out.append(f"| {c} | {policy} | {fmt(first, '.4f')} | {got:.4f} | "
+                   f"{fmt(got / first if first else None, '.2f')} | {fmt(sim / got if got else None, '.2f')} |")
+    out.append("")
+    for c in sorted({c for c, _ in repeats}):
+        have = {p: repeats.get((c, p)) or runs.get((c, p)) for p in POLICIES}
+        if all(have.values()):
+            again = ", ".join(p for p in POLICIES if (c, p) in repeats)
+            out.append(f"- c={c} with the repeat of {again}: {auto_check(have)}")
+    return out
 
 
 def projection(runs, passes, base_tp: int) -> dict:
@@ -236,8 +264,9 @@ def plot(runs, sims, passes, projections: Dict[int, dict], path: Path) -> None:
 
 
 def report(folder: Path, measured_dirs: Sequence[Path], dev_path: Optional[Path],
-           counters_path: Optional[Path]) -> str:
+           counters_path: Optional[Path], repeat_dirs: Sequence[Path] = ()) -> str:
     runs = measured(measured_dirs)
+    repeats = measured(repeat_dirs)
     dev = list(read_records(dev_path, require="mode")) if dev_path and dev_path.exists() else []
     extra = json.loads(counters_path.read_text()) if counters_path and counters_path.exists() else None
     passes = pooled_pass(runs, dev)
@@ -261,6 +290,9 @@ def report(folder: Path, measured_dirs: Sequence[Path], dev_path: Optional[Path]
                    f"it runs alone (one request, the other runtime idle); prefill {c.prefill_fixed:.3f} + "
                    f"{c.prefill_per_token:.4f} x new tokens + {c.prefill_per_ctx:.4f} x prompt tokens, "
                    f"x {c.slowdown(prefill=True):.2f} unless it runs alone")
+    if repeats:
+        out += ["", "## Repeated runs (not in the tables above, nor in the fitted costs)", "",
+                *repeat_section(runs, repeats, costs)]
     for tp in (2, 1):
         proj = projections[tp]
         out += ["", f"## Projected: R1-Distill-Qwen-1.5B -> QwQ-32B on H100s, base TP={tp} (a simulation)", "",
@@ -288,13 +320,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dev", type=Path, help="evaluation records of the dev split, pooled into pass@1")
     parser.add_argument("--counters", type=Path,
                         help="SGLang counters by role (JSON) of loaded runs that did not record their own")
+    parser.add_argument("--repeats", type=Path, nargs="+", default=[],
+                        help="load-test folders of levels run again: reported beside their first run")
     args = parser.parse_args(argv)
-    for path in args.measured:
+    for path in [*args.measured, *args.repeats]:
         if not (path / "load_test.jsonl").exists():
             print(f"error: {path} has no load_test.jsonl (a load test's --out-dir)", file=sys.stderr)
             return 2
     args.folder.mkdir(parents=True, exist_ok=True)
-    print(report(args.folder, args.measured, args.dev, args.counters))
+    print(report(args.folder, args.measured, args.dev, args.counters, args.repeats))
     return 0
 
 

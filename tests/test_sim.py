@@ -222,3 +222,10 @@ def test_the_crossover_report_is_built_from_load_test_folders(tmp_path):
     sims = json.loads((tmp_path / "out" / "simulated.json").read_text())
     assert set(sims["projections"]) == {"1", "2"} and "4/never" in sims["cpu_levels"]
     assert main([str(tmp_path / "out"), "--measured", str(tmp_path / "nothing")]) == 2
+    # a folder given as a repeat is reported beside the first run, never in its place
+    assert main([str(tmp_path / "again"), "--measured", str(folder), "--counters", str(counters),
+                 "--repeats", str(folder)]) == 0
+    again = (tmp_path / "again" / "report.md").read_text()
+    assert again.split("## Repeated runs")[0].rstrip() == text.split("## Projected")[0].rstrip()
+    assert "| 4 | never | 0.0171 | 0.0171 | 1.00 |" in again
+    assert "- c=4 with the repeat of always, never, auto: auto / always" in again
