@@ -179,3 +179,25 @@ def test_errors_in_openai_shape_limits_and_the_api_key(tmp_path):
     with TestClient(off) as http:
         reply = http.get("/v1/batches")
         assert reply.status_code == 404 and "--data-dir" in reply.json()["error"]["message"]
+
+
+def test_answering_a_line_writes_no_batch_state_the_counts_are_kept_in_memory(tmp_path, monkeypatch):
+    """batch.json is written at the batch's status changes, as many times for 2 lines as for 8;
+    the counts each answered line moves are read from memory, and a restart counts them again
+    from the output files (the restart test above)."""
+    import sgl_specreason.serve.batches as batches
+
+    writes = []
+    real = batches.write_json
+    monkeypatch.setattr(batches, "write_json", lambda path, value: (writes.append(path.name), real(path, value)))
+    seen = {}
+    for n in (2, 8):
+        writes.clear()
+        app = create_app(None, CFG, settings(tmp_path / str(n)), solver=Scripted())
+        with TestClient(app) as http:
+            batch_id = create(http, upload(http, [chat_line(f"r{i}", f"q{i}") for i in range(n)]))
+            ended(app, batch_id)
+            batch = http.get(f"/v1/batches/{batch_id}").json()
+        assert batch["status"] == "completed" and batch["request_counts"] == {"total": n, "completed": n, "failed": 0}
+        seen[n] = writes.count("batch.json")
+    assert seen[2] == seen[8] > 0

@@ -83,8 +83,16 @@ class Batches:
         return self.objects[batch_id]
 
     def _save(self, batch: dict, **changes) -> dict:
+        """Change the batch object, write it, and wake the watchers."""
         batch.update(changes)
         write_json(self._dir(batch["id"]) / "batch.json", batch)
+        return self._changed(batch)
+
+    def _changed(self, batch: dict, **changes) -> dict:
+        """Change the batch object and wake the watchers, without writing it: for the counts,
+        which a restart counts again from the output files (``_answer``), so that answering a
+        line costs the event loop no file write."""
+        batch.update(changes)
         with self.changed:
             self.changed.notify_all()
         return batch
@@ -232,7 +240,7 @@ class Batches:
                 (out if ok else err).write(record)
                 done.add(record["id"])
                 counts["completed" if ok else "failed"] += 1
-                self._save(batch, request_counts=counts)
+                self._changed(batch, request_counts=counts)
 
             for line in bad:
                 if f"{key}{line.number}" not in done:
