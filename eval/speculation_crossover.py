@@ -77,11 +77,13 @@ def pooled_pass(runs: Dict[Key, Tuple[dict, List[dict]]], dev: Sequence[dict]) -
 
 
 def throughput_interval(line: dict, records: Sequence[dict]) -> Tuple[float, float]:
-    """problems/s of a closed loop with c clients is c / mean latency (Little's law): its
-    interval from the problems' latencies, bootstrapped."""
-    c = line["other"]["concurrency"]
-    lo, hi = bootstrap([r["wall_s"] for r in records if not r.get("error")])
-    return c / hi, c / lo
+    """problems/s of a closed loop with c clients goes as c / mean latency (Little's law): its
+    interval is the measured figure scaled by the bootstrapped spread of the mean latency (so it
+    holds the figure itself, ramp and drain included)."""
+    walls = [r["wall_s"] for r in records if not r.get("error")]
+    lo, hi = bootstrap(walls)
+    got, mean = line["other"]["problems_per_s"], float(np.mean(walls))
+    return got * mean / hi, got * mean / lo
 
 
 def oracle_agreement(auto_records: Sequence[dict], others: Sequence[dict]) -> Optional[float]:

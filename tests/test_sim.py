@@ -229,3 +229,12 @@ def test_the_crossover_report_is_built_from_load_test_folders(tmp_path):
     assert again.split("## Repeated runs")[0].rstrip() == text.split("## Projected")[0].rstrip()
     assert "| 4 | never | 0.0171 | 0.0171 | 1.00 |" in again
     assert "- c=4 with the repeat of always, never, auto: auto / always" in again
+
+
+def test_a_levels_throughput_interval_holds_its_measured_figure_and_widens_with_the_latency_spread():
+    from sgl_specreason.eval.speculation_crossover import throughput_interval
+
+    line = {"other": {"concurrency": 4, "problems_per_s": 0.019}}  # below c / mean latency: ramp and drain
+    even = throughput_interval(line, [{"wall_s": w} for w in (190.0, 200.0, 210.0, 200.0)])
+    spread = throughput_interval(line, [{"wall_s": w} for w in (60.0, 340.0, 100.0, 300.0)])
+    assert even[0] < 0.019 < even[1] and spread[0] < even[0] and spread[1] > even[1]
