@@ -228,7 +228,7 @@ def test_the_crossover_report_is_built_from_load_test_folders(tmp_path):
     again = (tmp_path / "again" / "report.md").read_text()
     assert again.split("## Repeated runs")[0].rstrip() == text.split("## Projected")[0].rstrip()
     assert "| 4 | never | 0.0171 | 0.0171 | 1.00 |" in again
-    assert "- c=4 with the repeat of always, never, auto: auto / always" in again
+    assert "- c=4, the repeat (always, never, auto): auto / always" in again
 
 
 def test_a_levels_throughput_interval_holds_its_measured_figure_and_widens_with_the_latency_spread():
