@@ -92,7 +92,7 @@ def summary(records: List[dict]) -> Dict[str, dict]:
     return out
 
 
-def report(records: List[dict], command: str) -> str:
+def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
     def fmt(x, spec="g"):
         return "-" if x is None else format(x, spec)
 
@@ -125,7 +125,7 @@ def report(records: List[dict], command: str) -> str:
                   if r["way"] == "specreason" and r.get("judge")), "-")
     ratio = (f"{nv['total_wall_s'] / sr['total_wall_s']:.2f}x" if sr["total_wall_s"] and nv["total_wall_s"] else "-")
     return "\n".join([
-        "# General requests through serve (plain framing, max_tokens 300)", "",
+        f"# General requests through serve (plain framing, max_tokens {max_tokens})", "",
         "```", command, "```", "",
         f"The judge serve used: {judge}. Drafted steps {sr['drafted_steps']}, kept "
         f"{sr['kept_drafts']}. Total wall time of never over specreason on the same requests: {ratio}.",
@@ -181,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         finally:
             serve.stop()
     records = list(store.final(lambda r: (r["id"], r["way"]), "way").values())
-    text = report(records, command)
+    text = report(records, command, args.max_tokens)
     (args.out_dir / "report.md").write_text(text, encoding="utf-8")
     (args.out_dir / "summary.json").write_text(json.dumps(summary(records), indent=1) + "\n")
     print(text)
