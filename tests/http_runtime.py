@@ -9,7 +9,9 @@ server-sent ``data:`` events of the whole text so far, then ``data: [DONE]``), `
 - ``chunks(payload)``: a streamed ``/generate``'s pieces of text in order; a number among them
   is a pause of that many seconds; an ``("error", message)`` item is an error event;
 - ``tokenize(text)``: token ids (default: one per character, its code);
-- ``loads()``: the body of ``GET /v1/loads`` (default: none, answered 404 as a router would).
+- ``loads()``: the body of ``GET /v1/loads`` (default: none, answered 404 as a router would);
+- ``flush_busy``: how many ``/flush_cache`` calls are refused first, as SGLang refuses one while
+  requests are running or queued (HTTP 400, ``Flush cache failed.``).
 
 It keeps every request (``requests``: path and JSON body) and counts the connections it accepted
 (``connections``) and the most open at once (``peak``).
@@ -30,9 +32,9 @@ class HttpRuntime:
                  reply: Callable[[dict], object] = lambda payload: "ok",
                  chunks: Callable[[dict], Iterable] = lambda payload: ["one ", "two ", "three"],
                  tokenize: Optional[Callable[[str], List[int]]] = None, listen: bool = True,
-                 loads: Optional[Callable[[], dict]] = None):
+                 loads: Optional[Callable[[], dict]] = None, flush_busy: int = 0):
         self.model_path = model_path
-        self.reply, self.chunks, self.loads = reply, chunks, loads
+        self.reply, self.chunks, self.loads, self.flush_busy = reply, chunks, loads, flush_busy
         self.tokenize = tokenize or (lambda text: [ord(ch) for ch in text])
         self.requests: List[tuple] = []
         runtime = self
@@ -78,8 +80,10 @@ class HttpRuntime:
                         else runtime.tokenize(prompts)
                     self._json(200, {"tokens": tokens, "count": 0, "max_model_len": 8192})
                 elif self.path in ("/abort_request", "/flush_cache"):
-                    body = b"ok"
-                    self.send_response(200)
+                    busy = self.path == "/flush_cache" and runtime.flush_busy > 0
+                    runtime.flush_busy -= busy
+                    body = b"Flush cache failed.\n" if busy else b"ok"
+                    self.send_response(400 if busy else 200)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)

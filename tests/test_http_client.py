@@ -280,3 +280,14 @@ def test_without_a_queue_to_read_saturation_is_not_assumed():
     with HttpRuntime() as runtime:  # answers 404 to /v1/loads and /server_info, as a router may
         endpoint = Endpoint(runtime.url, role="base")
         assert endpoint.saturated() is False
+
+
+def test_a_flush_refused_while_requests_run_is_tried_again_until_the_runtime_is_idle():
+    """SGLang empties only an idle cache (HTTP 400 "Flush cache failed." while requests a client
+    gave up on are still finishing); the flush waits that out, and says so when it lasts."""
+    with HttpRuntime(flush_busy=2) as runtime:
+        Endpoint(runtime.url, role="base").flush_cache()
+        assert [path for path, _ in runtime.requests].count("/flush_cache") == 3
+    with HttpRuntime(flush_busy=10 ** 6) as runtime:
+        with pytest.raises(RuntimeCallError, match=r"base runtime at .* still had requests running or queued after 0.3 s"):
+            Endpoint(runtime.url, role="base").flush_cache(wait_s=0.3)

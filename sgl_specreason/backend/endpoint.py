@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import Iterator, List, Optional
 
+import tenacity
 from sglang.lang.backend.base_backend import BaseBackend
 from sglang.lang.backend.runtime_endpoint import RuntimeEndpoint
 from sglang.lang.chat_template import get_chat_template_by_model_path
@@ -39,6 +40,10 @@ from sgl_specreason.errors import RuntimeCallError
 ASK_RUNTIME = "runtime"
 #: seconds a reading of the runtime's queue is used before it is read again (``saturated``)
 QUEUE_READ_S = 1.0
+
+
+#: what SGLang answers ``/flush_cache`` (HTTP 400) while requests are running or queued
+FLUSH_REFUSED = "Flush cache failed"
 
 
 class Endpoint(RuntimeHttp, RuntimeEndpoint):
@@ -211,9 +216,20 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
     def stop_profile(self):
         self.request("/stop_profile", {}, method="POST", parse=False)
 
-    def flush_cache(self):
-        """Empty the runtime's radix cache (SGLang answers in plain text)."""
-        self.request("/flush_cache", {}, method="POST", parse=False)
+    def flush_cache(self, wait_s: float = 120.0):
+        """Empty the runtime's radix cache (SGLang answers in plain text). SGLang empties only an
+        idle runtime and refuses while requests are running or queued (requests a client gave up
+        on may still be finishing), so a refusal is tried again, backing off, for ``wait_s``."""
+        busy = tenacity.Retrying(stop=tenacity.stop_after_delay(wait_s),
+                                 wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+                                 retry=tenacity.retry_if_exception(lambda e: FLUSH_REFUSED in str(e)), reraise=True)
+        try:
+            busy(lambda: self.request("/flush_cache", {}, method="POST", parse=False))
+        except RuntimeCallError as e:
+            if FLUSH_REFUSED not in str(e):
+                raise
+            raise RuntimeCallError(f"the {self.role} runtime at {self.base_url} still had requests running or "
+                                   f"queued after {wait_s:g} s, and SGLang empties only an idle cache: {e}") from e
 
     def health(self, timeout: float = 10.0) -> bool:
         """True when the runtime answers ``/health`` in time."""
