@@ -191,7 +191,7 @@ def repeat_section(runs, repeats, costs) -> List[str]:
            "|---:|---|---:|---:|---:|---:|"]
     for (c, policy), (line, recs) in sorted(repeats.items()):
         got = line["other"]["problems_per_s"]
-        first = runs.get((c, policy), ({"other": {}},))[0]["other"].get("problems_per_s")
+        first = runs[(c, policy)][0]["other"]["problems_per_s"] if (c, policy) in runs else None
         sim = replay_level(costs, recs, c)["problems_per_s"]
         out.append(f"| {c} | {policy} | {fmt(first, '.4f')} | {got:.4f} | "
                    f"{fmt(got / first if first else None, '.2f')} | {fmt(sim / got if got else None, '.2f')} |")

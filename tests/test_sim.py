@@ -160,8 +160,10 @@ def test_a_prefill_under_load_is_slowed_by_what_sglangs_own_prefill_counters_say
     records = [timed(0.0, [1.0, 1.0], calls[:2]), timed(0.2, [0.5], calls[2:])]  # the second step ran alone
     cost = 0.5 + 0.01 * 50 + 0.002 * 300
     counters = {"base": {"prefill_busy_s": cost + 2 * (2 * cost)}}
-    assert prefill_slowdown(fit, [(counters, records)], "base") == pytest.approx(2.0)
-    assert prefill_slowdown(fit, [({}, records)], "base") is None  # no counters: nothing to read
+    alone = {id(c) for c in alone_calls(records, 2)}
+    assert alone == {id(calls[1])}
+    assert prefill_slowdown(fit, [(counters, records)], "base", alone) == pytest.approx(2.0)
+    assert prefill_slowdown(fit, [({}, records)], "base", alone) is None  # no counters: nothing to read
 
 
 def test_a_prefill_reads_each_admitted_prompt_and_is_slowed_by_its_own_contention():

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import nnls
@@ -64,16 +64,19 @@ FORKS_MEASURED_UP_TO = 8
 SHAPES = {"qwq-32b": (64, 8, 128), "r1-distill-qwen-1.5b": (28, 2, 128)}
 
 
+def call_terms(call: dict) -> tuple:
+    """A call's terms in the alone model: (1, new prompt tokens, prompt tokens, tokens out − 1,
+    the context those decode steps read in all: (out − 1)·(prompt + out/2))."""
+    prompt, out = call["prompt_tokens"], call["completion_tokens"]
+    steps = max(0, out - 1)
+    return 1.0, prompt - call["cached_tokens"], prompt, steps, steps * (prompt + out / 2)
+
+
 def single_request_fit(calls: Iterable[dict]) -> Optional[np.ndarray]:
     """``[p0, p1, pp, d1, dc]``, none negative: a lone call's wall seconds =
     p0 + p1·new + pp·prompt + d1·(out − 1) + dc·(out − 1)·(prompt + out/2) (the k-th token after
     the first reads the prompt and k tokens)."""
-    rows = []
-    for c in calls:
-        if c.get("latency_s"):
-            prompt, out = c["prompt_tokens"], max(0, c["completion_tokens"] - 1)
-            new = prompt - c["cached_tokens"]
-            rows.append((1.0, new, prompt, out, out * (prompt + (out + 1) / 2), c["latency_s"]))
+    rows = [(*call_terms(c), c["latency_s"]) for c in calls if c.get("latency_s")]
     if len(rows) < 5:
         return None
     a = np.array(rows, float)
@@ -118,31 +121,30 @@ def alone_calls(records: Sequence[dict], concurrency: int) -> list:
 
 def decode_context(records: Sequence[dict], role: str) -> float:
     """The mean context a role's generated tokens read in ``records`` (0 if it generated none)."""
-    pairs = [(max(0, c["completion_tokens"] - 1), c["prompt_tokens"] + c["completion_tokens"] / 2)
-             for c in calls_of(records, role)]
-    tokens = sum(n for n, _ in pairs)
-    return sum(n * ctx for n, ctx in pairs) / tokens if tokens else 0.0
+    terms = [call_terms(c) for c in calls_of(records, role)]
+    tokens = sum(t[3] for t in terms)
+    return sum(t[4] for t in terms) / tokens if tokens else 0.0
 
 
-def prefill_slowdown(fit: Sequence[float], loaded: Sequence[Tuple[dict, Sequence[dict]]], role: str) -> Optional[float]:
+def prefill_slowdown(fit: Sequence[float], loaded: Sequence[Tuple[dict, Sequence[dict]]], role: str,
+                     alone: Collection[int]) -> Optional[float]:
     """``1 + κp``: what SGLang's own counters say the loaded runs' prefills took (``prefill_busy_s``),
-    less what the alone fit gives for those that ran alone, over what it gives for the rest.
-    ``loaded``: each loaded run's counters and records; runs without counters count nowhere."""
-    p0, p1, pp = fit[:3]
+    less what the alone fit gives for those that ran alone (``alone``: their calls' ``id``), over
+    what it gives for the rest. ``loaded``: each loaded run's counters and records; runs without
+    counters count nowhere."""
     measured = predicted = 0.0
     for counters, records in loaded:
         busy = (counters.get(role) or {}).get("prefill_busy_s")
         if not busy:
             continue
-        alone = {id(c) for c in alone_calls(records, 2)}
         for call in calls_of(records, role):
-            cost = p0 + p1 * (call["prompt_tokens"] - call["cached_tokens"]) + pp * call["prompt_tokens"]
+            cost = float(np.dot(fit[:3], call_terms(call)[:3]))
             if id(call) in alone:
                 busy -= cost
             else:
                 predicted += cost
         measured += busy
-    return max(1.0, float(measured / predicted)) if predicted > 0 else None
+    return max(1.0, measured / predicted) if predicted > 0 else None
 
 
 def cpu_costs(alone: Sequence[dict], counters: Dict[str, Dict[str, float]],
@@ -153,6 +155,7 @@ def cpu_costs(alone: Sequence[dict], counters: Dict[str, Dict[str, float]],
     module's docstring says. Without prefill counters a prefill slows down as a decode step does."""
     out = {}
     records = [r for _, recs in loaded for r in recs]
+    lone = {id(c) for c in alone}
     for role in (DRAFT, BASE):
         fit = single_request_fit(c for c in alone if c["role"] == role)
         moments = moments_fit(counters.get(role) or {})
@@ -162,7 +165,7 @@ def cpu_costs(alone: Sequence[dict], counters: Dict[str, Dict[str, float]],
         context = decode_context(records, role)
         slowdown = max(1.0, (moments[0] + moments[1]) / (d1 + dc * context))
         per_seq = max(0.0, moments[1] / slowdown - dc * context)
-        prefill = prefill_slowdown(fit, loaded, role) or slowdown
+        prefill = prefill_slowdown(fit, loaded, role, lone) or slowdown
         out[role] = RuntimeCosts(decode_fixed=d1 - per_seq, decode_per_seq=per_seq, decode_per_ctx=dc,
                                  prefill_fixed=p0, prefill_per_token=p1, prefill_per_ctx=pp,
                                  request_s=request_s, contention=slowdown - 1, prefill_contention=prefill - 1)

@@ -2,8 +2,8 @@
 
 Each runtime runs one iteration at a time, as SGLang's scheduler does:
 - if requests wait and fit, a **prefill** iteration admits as many as fit (KV-cache capacity and
-  ``max_running``), taking ``prefill_s(new tokens, their prompts' tokens)``; each admitted request comes out of it with
-  its first token (a judge, one token, is then done);
+  ``max_running``), taking ``prefill_s(new tokens, their prompts' tokens)``; each admitted
+  request comes out of it with its first token (a judge, one token, is then done);
 - otherwise a **decode** iteration gives every running request one more token, taking
   ``decode_s(batch, context tokens of the batch)``;
 - a request holds KV-cache room for its whole context (prompt and all its output) from its
@@ -32,10 +32,11 @@ class RuntimeCosts:
     batch of B requests holding T context tokens in all, at least the compute bound
     ``compute_per_seq·B``; prefill: ``prefill_fixed + prefill_per_token·N + prefill_per_ctx·A``
     for N new prompt tokens in all, of requests whose prompts hold A tokens in all (cached or new:
-    each request's prefill reads its whole prompt, what makes a judge on a long solution slow). ``request_s``: what a request costs outside the runtime's iterations (HTTP,
-    tokenizing). ``contention``: how much longer an iteration takes when it does not run alone
-    on the machine: the other runtime is in an iteration, or this runtime holds more than one
-    request (running or waiting). Both share the machine's cores and memory bandwidth with the
+    each request's prefill reads its whole prompt, what makes a judge on a long solution slow).
+    ``request_s``: what a request costs outside the runtime's iterations (HTTP, tokenizing).
+    ``contention``: how much longer an iteration takes when it does not run alone on the machine:
+    the other runtime is in an iteration, or this runtime holds more than one request (running or
+    waiting). Both share the machine's cores and memory bandwidth with the
     processes serving them (the servers' HTTP, tokenizing and detokenizing, the client).
     ``prefill_contention``: the same for a prefill iteration, where it differs (else ``contention``).
     """
