@@ -116,6 +116,8 @@ def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
     lines = ["| way | replies | errors | ended by themselves | ran into the cap | hold `\\boxed` | "
              "median tokens | median wall s | total wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for way, t in s.items():
+        if not t["replies"]:  # a way not sent (--ways) has no row
+            continue
         share = f" ({t['ended'] / (t['replies'] - t['errors']):.0%})" if t["replies"] > t["errors"] else ""
         lines.append(f"| {way} | {t['replies']} | {t['errors']} | {t['ended']}{share} | {t['capped']} | "
                      f"{t['boxed']} | {fmt(t['median_tokens'])} | {fmt(t['median_wall_s'], '.1f')} | "
@@ -154,7 +156,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     requests = [q for q in requests if not args.ids or q["id"] in args.ids]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.out_dir / "records.jsonl")
-    command = "python -m eval.general_requests " + " ".join(argv if argv is not None else sys.argv[1:])
+    # the command that made the records: --report-only only rewrites the report from them
+    command = "python -m eval.general_requests " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     done = store.done(lambda r: (r["id"], r["way"]), require="way")
     todo = [(q, way) for q in requests for way in args.ways if (q["id"], way) not in done]
     if todo and not args.report_only:

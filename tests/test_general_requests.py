@@ -87,6 +87,12 @@ def test_summary_counts_what_the_targets_ask():
     assert "error: HTTP 500" in text and "likelihood-numbers >= 9" in text
 
 
+def test_a_way_not_sent_has_no_row_in_the_totals():
+    text = report([r for r in records() if r["way"] == "specreason"], "python -m eval.general_requests")
+    assert "| specreason | 2 | 0 | 1 (50%) | 1 | 1 |" in text
+    assert "| never |" not in text
+
+
 def test_the_drafts_are_every_drafted_step_with_what_was_kept_before_it():
     drafts = drafted_steps(records())
     assert [(d["request"], d["index"]) for d in drafts] == [("poem-autumn", 1), ("poem-autumn", 2)]
@@ -129,3 +135,16 @@ def test_an_unknown_request_id_is_refused_by_name_before_anything_starts(tmp_pat
         main(["--ids", REQUESTS[0]["id"], "no-such-request", "--out-dir", str(tmp_path / "out")])
     assert exit_.value.code == 2 and "no request with id no-such-request" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_report_rewritten_from_the_records_names_the_command_that_made_them(tmp_path):
+    from sgl_specreason.eval.general_requests import main
+    from sgl_specreason.store import ResultStore
+
+    with ResultStore(tmp_path / "records.jsonl").append() as writer:
+        for row in records():
+            writer.write(row)
+    assert main(["--out-dir", str(tmp_path), "--max-tokens", "600", "--report-only"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert f"python -m eval.general_requests --out-dir {tmp_path} --max-tokens 600\n" in text
+    assert "max_tokens 600" in text and "| poem-autumn | writing | specreason | stop (ended) |" in text
