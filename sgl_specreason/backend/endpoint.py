@@ -46,6 +46,10 @@ QUEUE_READ_S = 1.0
 FLUSH_REFUSED = "Flush cache failed"
 
 
+def _flush_refused(error: BaseException) -> bool:
+    return FLUSH_REFUSED in str(error)
+
+
 class Endpoint(RuntimeHttp, RuntimeEndpoint):
     """``RuntimeEndpoint`` over one pooled HTTP client, with deadlines and errors naming the
     runtime.
@@ -222,11 +226,11 @@ class Endpoint(RuntimeHttp, RuntimeEndpoint):
         on may still be finishing), so a refusal is tried again, backing off, for ``wait_s``."""
         busy = tenacity.Retrying(stop=tenacity.stop_after_delay(wait_s),
                                  wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
-                                 retry=tenacity.retry_if_exception(lambda e: FLUSH_REFUSED in str(e)), reraise=True)
+                                 retry=tenacity.retry_if_exception(_flush_refused), reraise=True)
         try:
             busy(lambda: self.request("/flush_cache", {}, method="POST", parse=False))
         except RuntimeCallError as e:
-            if FLUSH_REFUSED not in str(e):
+            if not _flush_refused(e):
                 raise
             raise RuntimeCallError(f"the {self.role} runtime at {self.base_url} still had requests running or "
                                    f"queued after {wait_s:g} s, and SGLang empties only an idle cache: {e}") from e
