@@ -48,7 +48,7 @@ class Overlapped(Steps):
             if step.score < self.cfg.threshold:
                 step.calls += self.drop("ahead", DRAFT)
                 reply, self.rival = self.rival and self.rival.result(), None
-                step.replace_with(self.base_writes(texts, limit, reply))
+                self.rewrite(step, texts, limit, reply)
             else:
                 step.calls += self.drop("rival", BASE)
         self.last = step

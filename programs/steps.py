@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 from sgl_specreason.programs.subprograms import base_step, draft_steps, judge_steps
 from sgl_specreason.calls import call, step_spans
 from sgl_specreason.judges import NOTHING, QUESTION, Candidates, get_judge
+from sgl_specreason.judges.likelihood import passing_lead, step_token_logprobs
 from sgl_specreason.speculation import FIRST, live_costs, load_of, speculates
 from sgl_specreason.framing import PAPER, Talk, as_talk, frame
 from sgl_specreason.stopping import clean_step, cut_after_thinking
@@ -65,6 +66,8 @@ class Steps:
         self.judge_ = get_judge(cfg.score_method)
         self.costs = live_costs(draft.backend, base.backend)
         self.rule = (cfg.score_method, cfg.threshold, cfg.num_drafts)
+        #: of the step just rejected, the draft's lead the base model writes on from (text, tokens)
+        self.lead: Tuple[str, int] = ("", 0)
 
     def next(self, texts: List[str], kept: int) -> Step:
         """The step after ``texts`` (``kept`` tokens kept so far)."""
@@ -80,7 +83,7 @@ class Steps:
             step = self.judged(texts, drafts)
             # 3. keep it, or the base model writes the step itself
             if step.score < self.cfg.threshold:
-                step.replace_with(self.base_writes(texts, limit))
+                self.rewrite(step, texts, limit)
         step.choice = choice
         step.wall_s = time.perf_counter() - started
         return step
@@ -145,7 +148,17 @@ class Steps:
             step.logprobs = read_logprobs(verdicts[best], "input", lengths[best], self.cfg.logprobs)
         self.costs.judged(load, time.perf_counter() - started, self.rule,
                           step.score >= self.cfg.threshold)
+        self.lead = ("", 0)
+        if self.cfg.keep_draft_prefix and step.score < self.cfg.threshold:
+            self.lead = draft_lead(candidates[best], verdicts[best], lengths[best], self.cfg)
         return step
+
+    def rewrite(self, step: Step, texts: List[str], limit: int, reply: Optional[Reply] = None) -> None:
+        """The draft was rejected: the base model writes the step (``reply``: it already did, from
+        the start), on from the draft's lead where ``judged`` kept one."""
+        lead, count = self.lead if reply is None else ("", 0)
+        self.lead = ("", 0)
+        step.replace_with(self.base_writes(texts, max(1, limit - count), reply, lead), count)
 
     def ask_base(self, texts: List[str], candidates: List[str], question: Optional[bool] = None):
         """The base runtime's reply on each candidate (one prefill, one token each): after the
@@ -168,32 +181,34 @@ class Steps:
                         logprob_start=start_)
         return verdicts, lengths
 
-    def base_reply(self, texts: List[str], limit: int, cancel=None) -> Reply:
-        """The base model's own next step, as the runtime sent it."""
+    def base_reply(self, texts: List[str], limit: int, cancel=None, lead: str = "") -> Reply:
+        """The base model's own next step (on from ``lead``), as the runtime sent it."""
         load, started = load_of(self.base.backend), time.perf_counter()
-        reply = own_reply(self.base, self.ctx, texts, self.cfg, limit, cancel)
+        reply = own_reply(self.base, self.ctx, texts, self.cfg, limit, cancel, lead)
         self.costs.base_wrote(load, time.perf_counter() - started, tokens_of(reply))
         return reply
 
-    def base_writes(self, texts: List[str], limit: int, reply: Optional[Reply] = None) -> Step:
-        """The next step written by the base model (``reply``: its reply, if already asked)."""
-        return own_step(self.base, self.ctx, texts, reply or self.base_reply(texts, limit))
+    def base_writes(self, texts: List[str], limit: int, reply: Optional[Reply] = None, lead: str = "") -> Step:
+        """The next step written by the base model (``reply``: its reply, if already asked; ``lead``:
+        the start of the step it writes on from)."""
+        return own_step(self.base, self.ctx, texts, reply or self.base_reply(texts, limit, lead=lead), lead)
 
 
 # -- what the baselines share with the steps ---------------------------------------------------
 
-def own_reply(role, ctx: Context, texts: List[str], cfg, limit: int, cancel=None) -> Reply:
-    """``role``'s model writes the next step itself."""
-    return call(base_step, role.backend, prompt=role.template.reasoning(ctx.asked, texts),
+def own_reply(role, ctx: Context, texts: List[str], cfg, limit: int, cancel=None, lead: str = "") -> Reply:
+    """``role``'s model writes the next step itself (on from ``lead``, the step's start)."""
+    return call(base_step, role.backend, prompt=role.template.reasoning(ctx.asked, texts) + lead,
                 max_step_tokens=limit, temp=cfg.temperature(role.name), top_p_=cfg.top_p,
                 stops=ctx.stop, logprobs=cfg.logprobs, cancel=cancel)
 
 
-def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
-    """A step of ``role``'s own writing, from its reply."""
+def own_step(role, ctx: Context, texts: List[str], reply: Reply, lead: str = "") -> Step:
+    """A step of ``role``'s own writing, from its reply (written on from ``lead``: the text holds
+    both, the tokens are its own)."""
     text, meta = reply
     tokens = tokens_of(reply)
-    step = Step(len(texts), role.name, ctx.tidy(text), tokens, ended=ended(meta),
+    step = Step(len(texts), role.name, ctx.tidy(lead + text), tokens, ended=ended(meta),
                 calls=[Call.from_meta(role.name, "step", meta)],
                 logprobs=read_logprobs(meta, "output") if "output_token_logprobs" in meta else None)
     if role.name == BASE:
@@ -201,6 +216,16 @@ def own_step(role, ctx: Context, texts: List[str], reply: Reply) -> Step:
     else:
         step.draft_text, step.draft_tokens = text, tokens
     return step
+
+
+def draft_lead(candidate: str, verdict: dict, length: Optional[int], cfg) -> Tuple[str, int]:
+    """Of a rejected draft, the lead the judge would keep (``passing_lead``) as (text, base
+    tokens), read off its judgement's prefill; ("", 0) where there is none, or where the tokens'
+    texts do not spell the draft's start (a character split across tokens)."""
+    entries = step_token_logprobs(verdict, length or 0)
+    count = passing_lead(entries, cfg.score_method, cfg.threshold)
+    text = "".join(t for _, t in entries[:count])
+    return (text, count) if count and candidate.startswith(text) else ("", 0)
 
 
 def read_logprobs(meta: dict, side: str, count: Optional[int] = None, top: Optional[int] = None) -> list:

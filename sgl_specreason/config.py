@@ -10,6 +10,7 @@ from typing import Optional
 from sgl_specreason.errors import ConfigError
 from sgl_specreason.framing import FRAMINGS, PAPER
 from sgl_specreason.judges import JUDGES
+from sgl_specreason.judges.likelihood import METHODS as LIKELIHOOD_METHODS
 from sgl_specreason.speculation import POLICIES
 
 
@@ -66,6 +67,11 @@ class SpecReasonConfig:
     #: start the base model's own step k together with its judgement; the loser is aborted
     #: (the base step when the draft is kept, nothing is waited for when it is not).
     race_base_step: bool = False
+    #: when a drafted step is rejected, keep its longest leading part that the judge would accept
+    #: as a step of its own, cut where a word ends, and let the base model write the step on from
+    #: there instead of from its start. Needs a judge that reads the step's own log-probabilities
+    #: (the likelihood ones); not with race_base_step (the raced step starts from the start).
+    keep_draft_prefix: bool = False
     #: the base model writes the first N steps itself (no draft, no judge).
     first_n_base_steps: int = 0
     #: when a step is speculated (drafted and judged): "always"; "never" (the base model writes
@@ -110,7 +116,7 @@ class SpecReasonConfig:
         _check_number("base_temperature", self.base_temperature, 0, 2)
         _check_number("top_p", self.top_p, 0, 1, lo_open=True)
         _check_number("num_drafts", self.num_drafts, 1, 16, integer=True)
-        for name in ("pipeline", "race_base_step"):
+        for name in ("pipeline", "race_base_step", "keep_draft_prefix"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         needed = JUDGES[self.score_method].min_drafts
@@ -120,6 +126,13 @@ class SpecReasonConfig:
         if self.pipeline and self.num_drafts > 1:
             raise ConfigError(f"pipeline needs num_drafts = 1, got num_drafts = {self.num_drafts}: "
                               "the next step is drafted before the judge picks among the drafts")
+        if self.keep_draft_prefix and self.score_method not in LIKELIHOOD_METHODS:
+            raise ConfigError(f"keep_draft_prefix needs a judge that reads the step's own log-probabilities "
+                              f"({', '.join(LIKELIHOOD_METHODS)}), got score_method {self.score_method}")
+        if self.keep_draft_prefix and self.race_base_step:
+            raise ConfigError("keep_draft_prefix and race_base_step both say where the base model's own "
+                              "step starts after a rejection (from the draft's lead, or raced from the "
+                              "step's start): choose one")
         if self.speculate not in POLICIES:
             raise ConfigError(f"speculate must be one of {', '.join(POLICIES)}, got {self.speculate!r}")
         _check_number("first_n_base_steps", self.first_n_base_steps, 0, 1_000_000, integer=True)

@@ -41,6 +41,9 @@ CONFIG_HELP = {
     "num_drafts": "drafts per step, forked from one cached prefix, judged together; the best is kept",
     "pipeline": "draft the next step while this one is judged (aborted if it is rejected)",
     "race_base_step": "start the base model's own step together with the judgement; abort the loser",
+    "keep_draft_prefix": "when a draft is rejected, keep its longest start (to a word's end) that the "
+                         "judge would accept and let the base model write the step on from there "
+                         "(likelihood judges; not with --race-base-step)",
     "first_n_base_steps": "the base model writes the first N steps",
     "speculate": "when to draft and judge a step: always; never (the base model writes every "
                  "step, same program); auto (per step, whichever the costs just measured on the "

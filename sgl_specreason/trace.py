@@ -57,6 +57,9 @@ class Step:
     draft_scores: List[float] = field(default_factory=list)
     base_text: Optional[str] = None
     base_tokens: Optional[int] = None
+    #: of a step the base model wrote after a rejected draft: the draft's leading tokens it kept
+    #: and wrote on from (``keep_draft_prefix``); part of ``kept_tokens``
+    lead_tokens: int = 0
     #: the kept text ended the generation (end of sequence or a caller's stop string) instead
     #: of a step separator or the length limit; read by the drop-in backend's continuation
     ended: bool = False
@@ -74,11 +77,13 @@ class Step:
     wall_s: float = 0.0
     calls: List[Call] = field(default_factory=list)
 
-    def replace_with(self, own: "Step") -> None:
-        """The draft was rejected: keep ``own`` (the base model's step) and its calls too."""
-        self.source, self.text, self.kept_tokens = own.source, own.text, own.kept_tokens
-        self.ended = own.ended
-        self.logprobs = own.logprobs
+    def replace_with(self, own: "Step", lead_tokens: int = 0) -> None:
+        """The draft was rejected: keep ``own`` (the base model's step, written on from the
+        draft's first ``lead_tokens`` tokens, which its text holds) and its calls too."""
+        self.source, self.text, self.kept_tokens = own.source, own.text, own.kept_tokens + lead_tokens
+        self.ended, self.lead_tokens = own.ended, lead_tokens
+        lead = (self.logprobs or [])[:lead_tokens] if lead_tokens else []
+        self.logprobs = None if own.logprobs is None else lead + own.logprobs
         self.base_text, self.base_tokens = own.base_text, own.base_tokens
         self.calls += own.calls
 
@@ -160,8 +165,9 @@ class Totals:
             self.accepted_steps += step.source == DRAFT
         if step.source == DRAFT:
             self.kept_draft_tokens += step.kept_tokens
-        else:
-            self.kept_base_tokens += step.kept_tokens
+        else:  # the draft's lead that a rewritten step kept is the draft's
+            self.kept_draft_tokens += step.lead_tokens
+            self.kept_base_tokens += step.kept_tokens - step.lead_tokens
         for call in step.calls:
             self.add_call(call)
 

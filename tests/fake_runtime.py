@@ -10,7 +10,9 @@ is one of
 - a judge call (one new token with log-probabilities): the last step in the prompt is scored by
   ``score(step)`` in 0..9. The paper's question gets that digit as its one token (probability
   1); a likelihood prefill gets ``score - 10`` as the log-prob of every prompt token from
-  ``logprob_start_len`` on, so every likelihood judge reads ``score`` back;
+  ``logprob_start_len`` on, so every likelihood judge reads ``score`` back. ``score`` may give
+  one score per character of the step instead: those log-probs then vary along the step, and
+  the question's digit is the worst;
 - an answer after ``</think>``: ``answer``;
 - a step: ``write(steps, fork)`` (``fork``: which of a request's forks asks, 0 for one), cut at
   ``max_new_tokens`` characters. Without a blank-line stop string the runtime writes steps
@@ -191,12 +193,19 @@ class FakeRuntime(BaseBackend):
         return text, {"type": "stop", "matched": EOS}
 
     def _judge(self, prompt, steps, p, meta):
-        value = float(self.score(steps[-1])) if steps else 0.0
+        scored = self.score(steps[-1]) if steps else 0.0
+        # one score for the step, or one per character of it (its worst is the question's digit)
+        each = [float(x) for x in scored] if isinstance(scored, (list, tuple)) else None
+        value = min(each) if each else float(scored)
         digit = str(int(value))
         meta["output_token_logprobs"] = [[0.0, ord(digit), digit]]
         meta["output_top_logprobs"] = [[[0.0, ord(digit), digit]]]
         if p.logprob_start_len is not None and p.logprob_start_len >= 0:
-            meta["input_token_logprobs"] = [[None if i == p.logprob_start_len else value - 10.0, ord(ch), ch]
+            at = prompt.rfind(steps[-1] + STEP_SEPARATOR) if each else -1
+
+            def logprob(i):
+                return each[i - at] - 10.0 if each and at <= i < at + len(each) else value - 10.0
+            meta["input_token_logprobs"] = [[None if i == p.logprob_start_len else logprob(i), ord(ch), ch]
                                             for i, ch in enumerate(prompt) if i >= p.logprob_start_len]
             # each position's one alternative: the token itself (SGLang lists none for the first)
             meta["input_top_logprobs"] = [None if entry[0] is None else [entry]

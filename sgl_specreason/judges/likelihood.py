@@ -6,8 +6,8 @@ A threshold of 6 then reads "log-prob at least -4", i.e. probability at least 1.
 
 from __future__ import annotations
 
-import math  # noqa: F401 (the doctests use it)
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from sgl_specreason.judges.base import STEP, Judge, JudgeScore, register
 
@@ -22,6 +22,27 @@ def _scaled(logprob: float) -> float:
     return min(10.0, max(0.0, 10.0 + logprob))
 
 
+def prefix_signals(entries: Sequence[Tuple[float, str]], window: int = WINDOW) -> Iterator[Dict[str, float]]:
+    """The scores of each leading part of a step, from its tokens' ``(log-prob, text)``: of its
+    first token, its first two, ..., the whole step last (one pass)."""
+    total, worst, digits = 0.0, math.inf, math.inf
+    lps: List[float] = []
+    for k, (lp, text) in enumerate(entries, 1):
+        lps.append(lp)
+        total += lp
+        if any(ch.isdigit() for ch in text):
+            digits = min(digits, lp)
+        if k >= window:
+            worst = min(worst, sum(lps[k - window:]) / window)
+        low = worst if k >= window else total / k  # shorter than a window: the part is its window
+        yield {
+            "likelihood": _scaled(total / k),
+            "likelihood-min": _scaled(low),
+            # a step without numbers has nothing to check there: its worst window stands in
+            "likelihood-numbers": _scaled(digits) if digits < math.inf else _scaled(low),
+        }
+
+
 def likelihood_signals(entries: Sequence[Tuple[float, str]], window: int = WINDOW) -> Dict[str, float]:
     """Scores of a step from its tokens' ``(log-prob, text)``.
 
@@ -30,18 +51,28 @@ def likelihood_signals(entries: Sequence[Tuple[float, str]], window: int = WINDO
     >>> {k: round(v, 2) for k, v in likelihood_signals(lp, window=2).items()}
     {'likelihood': 8.99, 'likelihood-min': 7.64, 'likelihood-numbers': 5.39}
     """
-    lps = [lp for lp, _ in entries]
-    if not lps:  # an empty step: nothing worth keeping
-        return {method: 0.0 for method in METHODS}
-    width = min(window, len(lps))
-    worst = min(sum(lps[i:i + width]) / width for i in range(len(lps) - width + 1))
-    digits = [lp for lp, text in entries if any(ch.isdigit() for ch in text)]
-    return {
-        "likelihood": _scaled(sum(lps) / len(lps)),
-        "likelihood-min": _scaled(worst),
-        # a step without numbers has nothing to check there: its worst window stands in
-        "likelihood-numbers": _scaled(min(digits)) if digits else _scaled(worst),
-    }
+    last = {method: 0.0 for method in METHODS}  # an empty step: nothing worth keeping
+    for last in prefix_signals(entries, window):
+        pass
+    return last
+
+
+def passing_lead(entries: Sequence[Tuple[float, str]], method: str, threshold: float) -> int:
+    """Of a step the judge ``method`` rejected, how many leading tokens it would keep as a step
+    of their own: the longest such part that ends where a word ends (the next token starts with
+    white space), so that the base model can write on from there. 0: none.
+
+    >>> lp = [(-0.1, "The"), (-0.2, " sky"), (-0.1, " is"), (-9.0, " green"), (-0.1, ".")]
+    >>> passing_lead(lp, "likelihood-min", 6.0)  # "The sky is"; " green" sinks its windows
+    3
+    >>> passing_lead([(-20.0, "Green")] + lp[1:], "likelihood-min", 6.0)  # wrong from the start
+    0
+    """
+    lead = 0
+    for k, signals in enumerate(prefix_signals(entries), 1):
+        if k < len(entries) and entries[k][1][:1].isspace() and signals[method] >= threshold:
+            lead = k
+    return lead
 
 
 def step_token_logprobs(meta_info: dict, count: int) -> List[Tuple[float, str]]:

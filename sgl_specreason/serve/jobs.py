@@ -161,16 +161,16 @@ def _config(cfg: SpecReasonConfig, body: CommonRequest, cap: Optional[int], cap_
         ("threshold", options and options.threshold, "specreason.threshold"),
         ("speculate", options and options.speculate, "specreason.speculate"),
         ("framing", options and options.framing, "specreason.framing"),
+        ("keep_draft_prefix", options and options.keep_draft_prefix, "specreason.keep_draft_prefix"),
         ("chat_template_kwargs", _template_kwargs(cfg, body), "chat_template_kwargs"),
     )
-    for name, value, param in changes:
-        if value is None:
-            continue
-        try:
-            cfg = cfg.replace(**{name: value})
-        except ConfigError as e:
-            raise ApiError(400, f"{param}: {e}", param) from None
-    return cfg
+    values = {name: value for name, value, _ in changes if value is not None}
+    params = {name: param for name, value, param in changes if value is not None}
+    try:  # at once: a rule over two fields (keep_draft_prefix and the judge) holds for the pair
+        return cfg.replace(**values)
+    except ConfigError as e:  # named by the field its message starts with
+        param = params[next((name for name in values if str(e).startswith(name)), next(iter(values)))]
+        raise ApiError(400, f"{param}: {e}", param) from None
 
 
 def _template_kwargs(cfg: SpecReasonConfig, body: CommonRequest) -> Optional[dict]:

@@ -26,6 +26,9 @@ class SpecReasonOptions(_Strict):
     #: how the conversation is put to the models: "plain" (as written; serve's default) or
     #: "paper" (the paper's math instruction)
     framing: Optional[str] = None
+    #: a rejected draft's lead that the judge would keep is kept, and the base model writes on
+    #: from it (the config's ``keep_draft_prefix``)
+    keep_draft_prefix: Optional[bool] = None
     trace: bool = False
 
 
