@@ -36,7 +36,11 @@ from sgl_specreason.eval.serve_load.processes import Serve
 from sgl_specreason.runtime import free_port
 from sgl_specreason.store import ResultStore
 
-WAYS = {"specreason": {}, "never": {"speculate": "never"}}
+WAYS = {"specreason": {}, "never": {"speculate": "never"},
+        # a rejected draft's start that the judge would keep is kept, the base model writes on
+        "keep-prefix": {"keep_draft_prefix": True}}
+#: the ways sent unless ``--ways`` says otherwise
+DEFAULT_WAYS = ["specreason", "never"]
 #: a reply that stopped for this reason ran into the cap
 CAPPED = "length"
 
@@ -88,8 +92,27 @@ def summary(records: List[dict]) -> Dict[str, dict]:
             "median_tokens": statistics.median([r["completion_tokens"] for r in good]) if good else None,
             "total_wall_s": sum(r["wall_s"] for r in good),
             "total_tokens": sum(r["completion_tokens"] for r in good),
+            # rejected drafts whose start was kept, and the draft tokens so kept (keep-prefix)
+            "leads": sum(bool(s.get("lead_tokens")) for r in good for s in _steps(r)),
+            "lead_tokens": sum(s.get("lead_tokens") or 0 for r in good for s in _steps(r)),
         }
     return out
+
+
+def _steps(record: dict) -> List[dict]:
+    return (record.get("trace") or {}).get("steps") or []
+
+
+def leads_line(s: Dict[str, dict]) -> List[str]:
+    """What keeping a rejected draft's start did, beside ``specreason`` (where both were sent)."""
+    kp, sr = s["keep-prefix"], s["specreason"]
+    if not kp["total_wall_s"] or not sr["total_wall_s"]:
+        return []
+    rejected = kp["drafted_steps"] - kp["kept_drafts"]
+    return ["", f"keep-prefix: {kp['leads']} of its {rejected} rejected drafts kept a start "
+                f"({kp['lead_tokens']} draft tokens in all), and the base model wrote on from there. "
+                f"Total wall time of specreason over keep-prefix on the same requests: "
+                f"{sr['total_wall_s'] / kp['total_wall_s']:.2f}x."]
 
 
 def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
@@ -108,9 +131,11 @@ def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
                 rows.append(f"| {r['id']} | {r['kind']} | {way} | error: {r['error'][:80]} | | | | | |")
                 continue
             steps = r["steps"] or {}
+            lead = sum(s.get("lead_tokens") or 0 for s in _steps(r))
             rows.append(f"| {r['id']} | {r['kind']} | {way} | {r['finish_reason']} ({r['stop_reason']}) | "
                         f"{'YES' if r['boxed'] else 'no'} | {r['completion_tokens']} ({r['reasoning_tokens']}) | "
-                        f"{r['wall_s']:.1f} | {steps.get('drafted', 0)} / {steps.get('kept', 0)} | "
+                        f"{r['wall_s']:.1f} | {steps.get('drafted', 0)} / {steps.get('kept', 0)}"
+                        f"{f' (+ {lead} lead tokens)' if lead else ''} | "
                         f"{fmt(r['acceptance'], '.2f')} |")
     s = summary(records)
     lines = ["| way | replies | errors | ended by themselves | ran into the cap | hold `\\boxed` | "
@@ -131,7 +156,7 @@ def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
         "```", command, "```", "",
         f"The judge serve used: {judge}. Drafted steps {sr['drafted_steps']}, kept "
         f"{sr['kept_drafts']}. Total wall time of never over specreason on the same requests: {ratio}.",
-        "", *lines, "", "Per request:", "", *rows, ""]) + "\n"
+        *leads_line(s), "", *lines, "", "Per request:", "", *rows, ""]) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -143,8 +168,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--request-timeout", type=float, default=1800)
     parser.add_argument("--serve-flag", action="append", default=[], metavar="FLAG",
                         help="one more serve flag (repeat it; e.g. --serve-flag=--score-method=likelihood)")
-    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
-                        help="which ways to send each request (default both)")
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=DEFAULT_WAYS,
+                        help=f"which ways to send each request (default {' and '.join(DEFAULT_WAYS)}; "
+                             "keep-prefix: the specreason way with keep_draft_prefix)")
     parser.add_argument("--ids", nargs="+", metavar="ID",
                         help="only these requests (e.g. the ones that ran into the cap, again with more --max-tokens)")
     parser.add_argument("--report-only", action="store_true", help="write the report from the records")

@@ -93,6 +93,20 @@ def test_a_way_not_sent_has_no_row_in_the_totals():
     assert "| never |" not in text
 
 
+def test_keep_prefix_is_reported_beside_specreason_with_the_draft_tokens_its_rewrites_kept():
+    poem = REQUESTS[0]
+    rewritten = {"steps": [{"text": "Leaves fall slowly.", "draft_text": "Leaves fall up.", "lead_tokens": 2}]}
+    rows = records() + [record(poem, "keep-prefix", reply("Leaves fall slowly.", kept=1, trace=rewritten), 8.0)]
+    s = summary(rows)
+    assert (s["keep-prefix"]["leads"], s["keep-prefix"]["lead_tokens"]) == (1, 2)
+    assert s["specreason"]["leads"] == 0
+    text = report(rows, "python -m eval.general_requests --ways specreason keep-prefix")
+    assert "| poem-autumn | writing | keep-prefix | stop (ended) | no | 40 (0) | 8.0 | 2 / 1 (+ 2 lead tokens) |" in text
+    assert "keep-prefix: 1 of its 1 rejected drafts kept a start (2 draft tokens in all)" in text
+    assert "specreason over keep-prefix on the same requests: 5.25x" in text  # (12 + 30) / 8
+    assert "keep-prefix:" not in report(records(), "python -m eval.general_requests")
+
+
 def test_the_drafts_are_every_drafted_step_with_what_was_kept_before_it():
     drafts = drafted_steps(records())
     assert [(d["request"], d["index"]) for d in drafts] == [("poem-autumn", 1), ("poem-autumn", 2)]
