@@ -46,20 +46,23 @@ from sgl_specreason.trace import BASE, ProblemResult
 #: the programs whose modes name a judge (METHOD-THRESHOLD)
 SPECULATING = tuple(name for name, mode in MODES.items() if mode.judged)
 #: what may follow a SpecReason mode's name after "+": one switch of the config each
-OPTION_HELP = "nK (K drafts per step), pipeline, race (race_base_step), baseK (first K steps by the base)"
+OPTION_HELP = ("nK (K drafts per step), pipeline, race (race_base_step), baseK (first K steps by the base), "
+               "keep (keep_draft_prefix)")
+#: the on/off switches an option names
+SWITCHES = {"pipeline": "pipeline", "race": "race_base_step", "keep": "keep_draft_prefix"}
 
 
 def mode_options(options: Sequence[str], name: str) -> dict:
     """Config changes named by a mode's "+" options.
 
-    >>> mode_options(["n2", "pipeline"], "specreason+n2+pipeline")
-    {'num_drafts': 2, 'pipeline': True}
+    >>> mode_options(["n2", "pipeline", "keep"], "specreason+n2+pipeline+keep")
+    {'num_drafts': 2, 'pipeline': True, 'keep_draft_prefix': True}
     """
     changes = {}
     for option in options:
         number = re.fullmatch(r"(n|base)(\d+)", option)
-        if option in ("pipeline", "race"):
-            changes["pipeline" if option == "pipeline" else "race_base_step"] = True
+        if option in SWITCHES:
+            changes[SWITCHES[option]] = True
         elif number:
             changes["num_drafts" if number[1] == "n" else "first_n_base_steps"] = int(number[2])
         else:

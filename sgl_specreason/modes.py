@@ -56,7 +56,8 @@ class Variant:
         c = self.cfg
         return {"label": self.label, "program": self.mode, "threshold": c.threshold,
                 "score_method": c.score_method, "num_drafts": c.num_drafts, "pipeline": c.pipeline,
-                "race_base_step": c.race_base_step, "first_n_base_steps": c.first_n_base_steps}
+                "race_base_step": c.race_base_step, "first_n_base_steps": c.first_n_base_steps,
+                "keep_draft_prefix": c.keep_draft_prefix}
 
 
 def roles_for(mode: str) -> Tuple[str, ...]:
