@@ -124,3 +124,28 @@ def test_serve_takes_it_from_its_flag_or_the_request_and_names_what_cannot_go_wi
     assert judge_alone.status_code == 400 and judge_alone.json()["error"]["param"] == "specreason.judge"
     assert both.status_code == 400 and both.json()["error"]["param"] == "specreason.keep_draft_prefix"
     assert judge_without.status_code == 200, judge_without.text
+
+
+def test_the_rewrite_bench_writes_a_rejected_draft_from_its_start_and_on_from_its_lead():
+    from sgl_specreason.eval.rewrite_bench import rejected_drafts, report, rewrite_both, summary
+
+    step = {"source": BASE, "score": 4.0, "text": "Clouds hide the sky.", "draft_text": DRAFTED, "draft_tokens": 23}
+    kept = {"source": DRAFT, "score": 9.0, "text": "Hi.", "draft_text": "Hi.", "draft_tokens": 3}
+    records = [{"id": "poem-autumn", "way": "specreason", "trace": {"steps": [kept, step]}}]
+    [draft] = rejected_drafts(records, "run")
+    assert (draft["id"], draft["earlier"], draft["draft"]) == ("run:specreason:poem-autumn:1", ["Hi."], DRAFTED)
+    base = Runtime(BASE, None, score=per_character, model_path="/models/fake-base")
+    base.write = lambda kept, fork: (" blue." if base.requests[-1].prompt.endswith(LEAD) else "Clouds.") + END
+    role = Role(BASE, base, offline_template("smollm2-135m"))
+    cfg = SpecReasonConfig(**CFG, keep_draft_prefix=True)
+    rows = [rewrite_both(role, draft, cfg, order) for order in (0, 1)]
+    for row in rows:
+        assert row["rejected"] and row["lead_tokens"] == len(LEAD) and row["lead_text"] == LEAD
+        assert row["start"]["text"] == "Clouds." and row["start"]["tokens"] == len("Clouds.")
+        assert row["from_lead"]["text"] == LEAD + " blue." and row["from_lead"]["tokens"] == len(" blue.")
+        assert row["from_lead"]["step_tokens"] == len(LEAD + " blue.")
+    # which way goes first alternates: the lead's own prompt first, then the step's start
+    assert [r.prompt.endswith(LEAD) for r in base.requests if r.kind == "step"] == [False, True, True, False]
+    s = summary(rows)
+    assert s["all"]["start"]["tokens"] == 2 * len("Clouds.") and s["all"]["from_lead"]["tokens"] == 2 * len(" blue.")
+    assert "base tokens 1.17x" in report(rows, "python -m eval.rewrite_bench")  # 14 / 12
