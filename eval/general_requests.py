@@ -94,13 +94,18 @@ def summary(records: List[dict]) -> Dict[str, dict]:
             "total_tokens": sum(r["completion_tokens"] for r in good),
             # rejected drafts whose start was kept, and the draft tokens so kept (keep-prefix)
             "leads": sum(bool(s.get("lead_tokens")) for r in good for s in _steps(r)),
-            "lead_tokens": sum(s.get("lead_tokens") or 0 for r in good for s in _steps(r)),
+            "lead_tokens": sum(map(lead_tokens, good)),
         }
     return out
 
 
 def _steps(record: dict) -> List[dict]:
     return (record.get("trace") or {}).get("steps") or []
+
+
+def lead_tokens(record: dict) -> int:
+    """The draft tokens a reply's rewritten steps kept (``keep_draft_prefix``)."""
+    return sum(s.get("lead_tokens") or 0 for s in _steps(record))
 
 
 def leads_line(s: Dict[str, dict]) -> List[str]:
@@ -131,7 +136,7 @@ def report(records: List[dict], command: str, max_tokens: int = 300) -> str:
                 rows.append(f"| {r['id']} | {r['kind']} | {way} | error: {r['error'][:80]} | | | | | |")
                 continue
             steps = r["steps"] or {}
-            lead = sum(s.get("lead_tokens") or 0 for s in _steps(r))
+            lead = lead_tokens(r)
             rows.append(f"| {r['id']} | {r['kind']} | {way} | {r['finish_reason']} ({r['stop_reason']}) | "
                         f"{'YES' if r['boxed'] else 'no'} | {r['completion_tokens']} ({r['reasoning_tokens']}) | "
                         f"{r['wall_s']:.1f} | {steps.get('drafted', 0)} / {steps.get('kept', 0)}"

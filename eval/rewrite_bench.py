@@ -18,7 +18,6 @@ same both ways and is written once. Records are appended as they come; a rerun g
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import time
@@ -27,10 +26,10 @@ from typing import List, Optional
 
 from sgl_specreason.eval.datasets import general_requests as load_requests
 from sgl_specreason.flags import add_config_flags, add_runtime_flags, config_from_args, guarded, runtime_options
-from sgl_specreason.framing import PLAIN, frame
-from sgl_specreason.programs.steps import Context, Steps
+from sgl_specreason.framing import PLAIN
+from sgl_specreason.problems import make_problem
+from sgl_specreason.programs.steps import Steps, problem_context
 from sgl_specreason.runner import open_runtimes
-from sgl_specreason.stopping import cut_after_thinking
 from sgl_specreason.store import ResultStore, read_records
 from sgl_specreason.templates import STEP_SEPARATOR
 from sgl_specreason.trace import BASE
@@ -52,21 +51,21 @@ def rejected_drafts(records: List[dict], tag: str) -> List[dict]:
     return out
 
 
-def written(step, started: float) -> dict:
-    """What the base model wrote for a step, and what it took."""
+def written(step, started: float, lead_tokens: int) -> dict:
+    """What the base model wrote for a step (on from ``lead_tokens`` of the draft's), and what it
+    took."""
     [call] = [c for c in step.calls if c.kind == "step"]
     return {"tokens": call.completion_tokens, "server_s": round(call.latency_s, 3),
-            "wall_s": round(time.perf_counter() - started, 3), "step_tokens": step.kept_tokens,
+            "wall_s": round(time.perf_counter() - started, 3), "step_tokens": step.kept_tokens + lead_tokens,
             "text": step.text}
 
 
 def rewrite_both(base, draft: dict, cfg, order: int) -> dict:
     """Judge ``draft`` again, then have the base model write the step from its start and on from
     its lead (``order`` 0: from the start first)."""
-    talk = frame([(m["role"], m["content"]) for m in draft["messages"]], PLAIN, templates=[base.template])
-    ctx = Context(talk.question, tidy=functools.partial(cut_after_thinking, close=talk.markers[1]),
-                  stop=STEP_SEPARATOR, talk=talk)
-    steps = Steps(base, base, ctx, cfg)  # the draft runtime is never asked: the draft is given
+    problem = make_problem(None, id=draft["id"], messages=[(m["role"], m["content"]) for m in draft["messages"]],
+                           framing=PLAIN)
+    steps = Steps(base, base, problem_context(problem, cfg, [base]), cfg)  # the draft runtime is never asked: the draft is given
     earlier = draft["earlier"]
     meta = {"completion_tokens": draft["draft_tokens"], "finish_reason": {"type": "stop", "matched": STEP_SEPARATOR}}
     judged = steps.judged(earlier, [(draft["draft"], meta)])
@@ -79,8 +78,7 @@ def rewrite_both(base, draft: dict, cfg, order: int) -> dict:
     for name, text, tokens in (ways if order == 0 else ways[::-1]):
         started = time.perf_counter()
         step = steps.base_writes(earlier, max(1, cfg.step_max_tokens - tokens), lead=text)
-        out[name] = written(step, started)
-        out[name]["step_tokens"] += tokens
+        out[name] = written(step, started, tokens)
     return out
 
 
